@@ -11,6 +11,7 @@ tables below are ours. See README "The database" for what each column holds.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import sqlite3
@@ -167,7 +168,7 @@ def prepare_home(home: Home, db_path: Path | None) -> None:
     fd = os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
     os.chmod(db_path, 0o600)
-    with connect(db_path) as conn:
+    with contextlib.closing(connect(db_path)) as conn:
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
         migrate(conn)

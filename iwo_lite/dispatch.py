@@ -38,8 +38,10 @@ from iwo_lite.handoff import AgentAnswer, parse_agent_output
 from iwo_lite.ledger import Ledger
 
 WRAPPER = (
+    'agent_umask=$(umask); umask 077\n'
     'echo $$ > "$IWO_RUN_DIR/pid.wrapper"\n'
-    '"$@" < "$IWO_RUN_DIR/prompt.md" > "$IWO_RUN_DIR/stdout" 2> "$IWO_RUN_DIR/stderr"\n'
+    ': > "$IWO_RUN_DIR/stdout"; : > "$IWO_RUN_DIR/stderr"\n'
+    '(umask "$agent_umask"; exec "$@") < "$IWO_RUN_DIR/prompt.md" > "$IWO_RUN_DIR/stdout" 2> "$IWO_RUN_DIR/stderr"\n'
     'code=$?\n'
     'echo $code > "$IWO_RUN_DIR/exit.tmp" && mv -f "$IWO_RUN_DIR/exit.tmp" "$IWO_RUN_DIR/exit"\n'
 )
@@ -110,7 +112,9 @@ class RunDir:
 
     def write(self, name: str, text: str) -> None:
         temp = self.file(name + ".tmp-daemon")
-        temp.write_text(text, encoding="utf-8")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(temp, self.file(name))
 
     def exit_code(self) -> int | None:
