@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from iwo_lite.config import Config
@@ -303,6 +303,9 @@ class Dispatcher:
                                  "(killed, or the machine restarted)")
         else:
             answer = parse_agent_output(request.role, _read_capped(run.file("stdout")), exit_code)
+            stderr_tail = _tail(run.file("stderr"))
+            if answer.error and stderr_tail:
+                answer = replace(answer, error=f"{answer.error}; stderr: {stderr_tail}")
         await self._record_start(request, attempt, run, reattached=reattached)
         await self.ledger.attempt_finished(
             request.spec_id, request.step, attempt, exit_code=exit_code, is_error=answer.is_error,
@@ -320,6 +323,17 @@ def _group_alive(group: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _tail(path: Path, limit: int = 300) -> str:
+    """The last non-empty line of a file, clipped: enough to say why an agent failed."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return ""
+    return lines[-1][-limit:] if lines else ""
 
 
 def _read_capped(path: Path) -> str:

@@ -37,7 +37,7 @@ def record_answer(config: Config, spec_id: str, answer: str, note: str, *, by: s
             "SELECT id, deadline FROM iwo_gates WHERE spec_id = ? AND answer IS NULL ORDER BY step DESC LIMIT 1",
             (spec_id,),
         ).fetchone()
-        if gate is None:
+        if gate is None or spec["state"] != "waiting":
             raise UserError(f"{spec_id}: not waiting for an answer (state {spec['state']})")
         if parse_utc(gate["deadline"]) <= time.time():
             raise UserError(f"{spec_id}: gate {gate['id']} closed at its deadline {gate['deadline']}; "

@@ -148,15 +148,15 @@ async def finish(spec_id: str, state: str, error: str | None) -> None:
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
 async def spec_workflow(spec: dict) -> dict:
     """Run one spec through planner -> builder -> reviewer -> tester -> deployer -> docs."""
-    spec = dict(spec, workflow_id=DBOS.workflow_id)
+    # A fork runs the same input under a new workflow id: the workflow id is the spec id.
+    spec = dict(spec, id=DBOS.workflow_id, workflow_id=DBOS.workflow_id)
     try:
         state = await _run_loop(spec)
     except DBOSWorkflowCancelledError:
         raise
-    except Exception as error:  # a bug or a broken home: record it, never crash the daemon
-        message = f"{type(error).__name__}: {error}"
-        await finish(spec["id"], "failed", message)
-        return {"state": "failed", "error": message}
+    except Exception as error:  # a bug or a broken home: record it; `resume` retries from here
+        await finish(spec["id"], "failed", f"{type(error).__name__}: {error}")
+        raise
     await finish(spec["id"], state, None)
     return {"state": state}
 
@@ -166,7 +166,7 @@ async def _run_loop(spec: dict) -> str:
     history: list[dict] = []
     answers: list[dict] = []
     reworks = 0
-    role: str | None = spec.get("start_role") or roles.ROLES[0]
+    role: str | None = roles.ROLES[0]
     step = 0
     while role is not None:
         step += 1

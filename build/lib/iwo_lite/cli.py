@@ -1,0 +1,150 @@
+"""The command line: parse arguments, load the config once, call one module, map errors to exit codes.
+
+Exit codes: 0 success; 1 a failure while working; 2 a usage, config or input error (one line
+naming the file, key or id at fault; `--debug` adds the traceback). Modules that import DBOS
+are imported inside the commands that need them, so `status` and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from iwo_lite import __version__
+from iwo_lite.config import Config, ConfigError, load_config, resolve_home
+from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError
+
+
+def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    default = None if defaults else argparse.SUPPRESS
+    parser.add_argument("--home", metavar="DIR", default=default,
+                        help="the iwo-lite home (default: $IWO_HOME, else ~/.iwo-lite)")
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help="config file (default: <home>/config.toml; missing = defaults)")
+    parser.add_argument("--debug", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                        help="show tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iwo-lite",
+        description="A durable loop of six coding agents (planner, builder, reviewer, tester, deployer, docs) "
+        "on DBOS and one SQLite file.",
+    )
+    parser.add_argument("--version", action="version", version=f"iwo-lite {__version__}")
+    _common(parser, defaults=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common, defaults=False)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    command("run", "the daemon: recover unfinished specs, work the queue; stop with Ctrl-C / SIGTERM")
+    submit = command("submit", "queue a spec file; prints its id (last line)")
+    submit.add_argument("file", type=Path)
+    submit.add_argument("--id", dest="spec_id", help="the spec id (default: <file-stem>-<content hash>)")
+    status = command("status", "specs, or one spec's trace, from the database (read-only)")
+    status.add_argument("spec_id", nargs="?", metavar="ID")
+    status.add_argument("--all", action="store_true", help="every spec, not only the 50 most recent")
+    status.add_argument("--json", action="store_true", help="JSON instead of a table")
+    status.add_argument("--sql", metavar="QUERY", help="run a read-only SQL query and print its rows")
+    status.add_argument("--watch", action="store_true", help="redraw live until Ctrl-C")
+    for name, help_text in (("approve", "approve the gate a spec is waiting on"),
+                            ("reject", "reject the gate a spec is waiting on (the spec ends rejected)")):
+        answer = command(name, help_text)
+        answer.add_argument("spec_id", metavar="ID")
+        answer.add_argument("-m", dest="note", default="", metavar="NOTE", help="a note recorded with the answer")
+    revise = command("revise", "send a waiting spec back to the builder with instructions")
+    revise.add_argument("spec_id", metavar="ID")
+    revise.add_argument("-m", dest="note", required=True, metavar="TEXT", help="instructions for the builder")
+    for name, help_text in (("cancel", "cancel a spec's workflow"), ("resume", "resume a cancelled or failed spec")):
+        command(name, help_text).add_argument("spec_id", metavar="ID")
+    fork = command("fork", "re-run a spec from a role's most recent step, as a new spec")
+    fork.add_argument("spec_id", metavar="ID")
+    fork.add_argument("--from", dest="from_role", required=True, metavar="ROLE")
+    command("demo", "the whole loop on a sample spec with a built-in offline agent, in a temporary home")
+    command("doctor", "check config, agent command, database, tmux and Telegram settings")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging(args.debug)
+    try:
+        return _dispatch(args) or EXIT_OK
+    except (UserError, ConfigError) as error:
+        if args.debug:
+            raise
+        print(f"iwo-lite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a failure while working: one line, traceback only with --debug
+        if args.debug:
+            raise
+        print(f"iwo-lite: {args.command} failed: {type(error).__name__}: {error} (--debug shows more)",
+              file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "httpcore", "dbos", "sqlalchemy", "aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    home = resolve_home(args.home)
+    return load_config(home, Path(args.config) if args.config else None)
+
+
+def _dispatch(args: argparse.Namespace) -> int | None:
+    if args.command == "demo":
+        from iwo_lite.demo import run_demo
+
+        return run_demo()
+    config = _config(args)
+    if args.command == "run":
+        import asyncio
+
+        from iwo_lite.daemon import serve
+
+        asyncio.run(serve(config))
+        return EXIT_OK
+    if args.command == "submit":
+        from iwo_lite.submit import load_spec, submit
+
+        spec = load_spec(args.file, args.spec_id)
+        if not submit(config, spec):
+            print(f"iwo-lite: spec {spec.id} already exists; nothing new started", file=sys.stderr)
+        print(spec.id)
+        return EXIT_OK
+    if args.command == "status":
+        from iwo_lite.status import show
+
+        show(config.db_path, spec_id=args.spec_id, show_all=args.all, as_json=args.json, sql=args.sql,
+             watch=args.watch)
+        return EXIT_OK
+    if args.command in ("approve", "reject", "revise"):
+        from iwo_lite.gates import record_answer
+
+        gate = record_answer(config, args.spec_id, args.command, args.note)
+        print(f"{args.command}: gate {gate} of spec {args.spec_id}")
+        return EXIT_OK
+    if args.command in ("cancel", "resume", "fork"):
+        from iwo_lite import operations
+
+        return getattr(operations, args.command)(config, args)
+    if args.command == "doctor":
+        from iwo_lite.doctor import run_doctor
+
+        return run_doctor(config)
+    raise UserError(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first

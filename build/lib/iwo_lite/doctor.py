@@ -1,0 +1,93 @@
+"""`iwo-lite doctor`: check the setup and say what is wrong and how to fix it.
+
+Owns the checks: config (already loaded by the time we run), agent command on PATH, workdir,
+database (integrity, WAL, mode 0600, migrations), who holds the daemon lock, tmux (when
+agent.dispatch = "tmux"), and Telegram settings (the token's presence, never its value).
+No DBOS import. Exit 0 when every check passes, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import stat
+
+from iwo_lite.config import Config
+from iwo_lite.db import MIGRATIONS, Home, connect_readonly, has_table
+from iwo_lite.errors import EXIT_FAILURE, EXIT_OK
+
+
+def checks(config: Config) -> list[tuple[bool, str, str]]:
+    """(ok, what, how to fix) for each check."""
+    results: list[tuple[bool, str, str]] = []
+    source = config.config_path or "built-in defaults (no config file)"
+    results.append((True, f"config: {source}", ""))
+    agent = config.agent.command[0]
+    found = shutil.which(agent)
+    results.append((bool(found), f"agent command: {agent}" + (f" -> {found}" if found else " not found"),
+                    "install Claude Code, or set agent.command in the config"))
+    results.append((config.workdir.is_dir(), f"workdir: {config.workdir}",
+                    "create it, or set workdir to your repository"))
+    results += _database_checks(config)
+    results.append(_lock_check(Home(config.home)))
+    if config.agent.dispatch == "tmux":
+        results.append((bool(shutil.which("tmux")), "tmux: " + (shutil.which("tmux") or "not found"),
+                        "install tmux, or set agent.dispatch = \"subprocess\""))
+    telegram = config.telegram
+    has_token = bool(telegram.token())
+    if has_token or telegram.allowed_chat_ids:
+        results.append((has_token, f"telegram token: ${telegram.token_env} is " + ("set" if has_token else "not set"),
+                        f"export {telegram.token_env}=<your bot token>"))
+        results.append((bool(telegram.allowed_chat_ids), f"telegram chats allowed: {len(telegram.allowed_chat_ids)}",
+                        "set telegram.allowed_chat_ids"))
+    else:
+        results.append((True, "telegram: not configured (answers from the shell only)", ""))
+    return results
+
+
+def _database_checks(config: Config) -> list[tuple[bool, str, str]]:
+    db_path = config.db_path
+    if db_path is None:
+        return [(True, f"database: {config.database_url_redacted}", "")]
+    if not db_path.exists():
+        return [(True, f"database: {db_path} not created yet (the first run or submit creates it)", "")]
+    mode = stat.S_IMODE(os.stat(db_path).st_mode)
+    results = [(mode == 0o600, f"database mode: {oct(mode)}", f"chmod 600 {db_path}")]
+    with contextlib.closing(connect_readonly(db_path)) as conn:
+        integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
+        results.append((integrity == "ok", f"database integrity: {integrity}",
+                        "restore from a backup (see README: Backups)"))
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        results.append((journal == "wal", f"database journal: {journal}", "run `iwo-lite run` once to set WAL"))
+        version = conn.execute("SELECT MAX(version) FROM iwo_migrations").fetchone()[0] if has_table(
+            conn, "iwo_migrations") else 0
+        results.append((version == len(MIGRATIONS), f"iwo_ schema version: {version} of {len(MIGRATIONS)}",
+                        "run `iwo-lite run` to migrate"))
+    return results
+
+
+def _lock_check(home: Home) -> tuple[bool, str, str]:
+    if not home.lock.exists():
+        return True, "daemon: not running", ""
+    fd = os.open(home.lock, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return True, f"daemon: running (pid {holder})", ""
+    finally:
+        os.close(fd)
+    return True, "daemon: not running", ""
+
+
+def run_doctor(config: Config) -> int:
+    from rich.console import Console
+
+    console = Console()
+    failed = 0
+    for ok, what, fix in checks(config):
+        console.print(f"[green]✓[/] {what}" if ok else f"[red]✗[/] {what} — fix: {fix}")
+        failed += not ok
+    return EXIT_OK if not failed else EXIT_FAILURE

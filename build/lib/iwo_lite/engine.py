@@ -1,0 +1,71 @@
+"""DBOS settings shared by the daemon and the writing commands, in one place.
+
+Owns: the DBOS config dict (pinned application_version, portable JSON serializer, polling
+intervals), preparing a database before first use (our migrations and DBOS's), and the
+DBOSClient the shell commands use when the daemon may not be running. Importing this module
+imports DBOS (~0.6 s), so only commands that need DBOS import it, and lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dbos import DBOS, DBOSClient, DBOSConfig
+from dbos._serialization import DBOSPortableJSON
+
+from iwo_lite.config import Config
+from iwo_lite.db import APP_NAME, QUEUE_NAME, REPLAY_VERSION, WORKFLOW_NAME, Home, prepare_home
+
+# recv() and queue dequeues are polled on SQLite. 0.1 s wakes a gate within ~100 ms of an
+# answer at a few % of a core for dozens of waiting gates; 0.2 s is ample for the queue
+# (a spec waits that long at most before its first step). Measured in bench/ (BENCHMARKS.md).
+NOTIFICATION_POLL_S = 0.1
+QUEUE_POLL_S = 0.2
+
+
+def dbos_config(config: Config) -> DBOSConfig:
+    settings: dict[str, Any] = {
+        "name": APP_NAME,
+        "system_database_url": config.database_url,
+        "application_version": REPLAY_VERSION,
+        "executor_id": config.executor_id,
+        "serializer": DBOSPortableJSON,
+        "notification_listener_polling_interval_sec": NOTIFICATION_POLL_S,
+        "log_level": "WARNING",
+    }
+    unknown = set(settings) - set(DBOSConfig.__annotations__)
+    if unknown:  # DBOSConfig is a TypedDict: a misspelled key would be silently ignored
+        raise RuntimeError(f"DBOS does not know the config keys {sorted(unknown)}")
+    return settings  # type: ignore[return-value]
+
+
+def prepare_database(config: Config) -> None:
+    """Create the home, the database file (0600, WAL) and every table, DBOS's and ours."""
+    prepare_home(Home(config.home), config.db_path)
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    DBOS.migrate(config.database_url)
+
+
+def open_client(config: Config) -> DBOSClient:
+    return DBOSClient(
+        system_database_url=config.database_url,
+        serializer=DBOSPortableJSON,
+        application_name=APP_NAME,
+        system_database_pool_size=2,
+    )
+
+
+def enqueue_spec(client: DBOSClient, spec: dict) -> str:
+    """Queue the spec's workflow under its own id; the same id again attaches, never re-runs."""
+    handle = client.enqueue(
+        {
+            "workflow_name": WORKFLOW_NAME,
+            "queue_name": QUEUE_NAME,
+            "workflow_id": spec["id"],
+            "app_version": REPLAY_VERSION,
+            "application_name": APP_NAME,
+        },
+        spec,
+    )
+    return handle.get_workflow_id()

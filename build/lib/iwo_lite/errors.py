@@ -1,0 +1,13 @@
+"""The errors a user can cause, and the exit codes they map to.
+
+`UserError` is bad input (a file, key, id or state at fault): the CLI prints its one-line
+message and exits 2, never a traceback. ConfigError (config.py) is treated the same way.
+"""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """One line naming the file, key or id at fault; exit status 2."""

@@ -1,0 +1,149 @@
+"""The daemon's writes to iwo-lite's own tables (`iwo_specs`, `iwo_steps`, `iwo_attempts`, `iwo_gates`).
+
+Owns: every INSERT/UPDATE the daemon makes, through one aiosqlite connection so the event
+loop never blocks on SQLite. Each method is one idempotent statement (upsert, or an update
+keyed by primary key), because steps that write here may run again after a crash.
+DBOS's own tables are DBOS's to write; nothing here touches them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+
+from iwo_lite.db import BUSY_TIMEOUT_MS, utc_now
+
+
+class Ledger:
+    def __init__(self, conn: aiosqlite.Connection):
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, db_path: Path) -> "Ledger":
+        conn = await aiosqlite.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _write(self, sql: str, params: tuple) -> int:
+        cursor = await self._conn.execute(sql, params)
+        return cursor.rowcount
+
+    async def fetch_one(self, sql: str, params: tuple = ()) -> tuple | None:
+        async with self._conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def fetch_all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        async with self._conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    # -- specs -------------------------------------------------------------------------
+
+    async def spec_running(self, spec_id: str, title: str, source: str | None, parent_id: str | None) -> None:
+        now = utc_now()
+        await self._write(
+            "INSERT INTO iwo_specs (id, title, state, source, parent_id, created_at, updated_at)"
+            " VALUES (?, ?, 'running', ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET state = 'running', updated_at = excluded.updated_at"
+            " WHERE iwo_specs.state IN ('queued', 'running')",
+            (spec_id, title, source, parent_id, now, now),
+        )
+
+    async def spec_at_step(self, spec_id: str, step: int, role: str) -> None:
+        await self._write(
+            "UPDATE iwo_specs SET state = 'running', step = ?, role = ?, question = NULL,"
+            " deadline = NULL, gate_id = NULL, updated_at = ? WHERE id = ?",
+            (step, role, utc_now(), spec_id),
+        )
+
+    async def spec_waiting(self, spec_id: str, gate_id: str, question: str, deadline: str) -> None:
+        await self._write(
+            "UPDATE iwo_specs SET state = 'waiting', gate_id = ?, question = ?, deadline = ?,"
+            " updated_at = ? WHERE id = ?",
+            (gate_id, question, deadline, utc_now(), spec_id),
+        )
+
+    async def spec_finished(self, spec_id: str, state: str, error: str | None = None) -> None:
+        await self._write(
+            "UPDATE iwo_specs SET state = ?, error = ?, question = NULL, deadline = NULL,"
+            " gate_id = NULL, updated_at = ? WHERE id = ?",
+            (state, error, utc_now(), spec_id),
+        )
+
+    # -- dispatches and attempts -------------------------------------------------------
+
+    async def step_started(self, spec_id: str, step: int, role: str) -> None:
+        await self._write(
+            "INSERT OR IGNORE INTO iwo_steps (spec_id, step, role, started_at) VALUES (?, ?, ?, ?)",
+            (spec_id, step, role, utc_now()),
+        )
+
+    async def step_finished(
+        self, spec_id: str, step: int, *, verdict: str | None, summary: str, question: str,
+        handoff: str, error: str | None,
+    ) -> None:
+        await self._write(
+            "UPDATE iwo_steps SET finished_at = COALESCE(finished_at, ?), verdict = ?, summary = ?,"
+            " question = ?, handoff = ?, error = ? WHERE spec_id = ? AND step = ?",
+            (utc_now(), verdict, summary, question or None, handoff, error, spec_id, step),
+        )
+
+    async def attempt_started(
+        self, spec_id: str, step: int, attempt: int, role: str, run_dir: str, pid: int | None,
+        started_at: str, reattached: bool,
+    ) -> None:
+        await self._write(
+            "INSERT INTO iwo_attempts (spec_id, step, attempt, role, run_dir, pid, started_at, reattached)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (spec_id, step, attempt) DO UPDATE SET"
+            " pid = COALESCE(excluded.pid, iwo_attempts.pid),"
+            " reattached = MAX(iwo_attempts.reattached, excluded.reattached)",
+            (spec_id, step, attempt, role, run_dir, pid, started_at, int(reattached)),
+        )
+
+    async def attempt_finished(
+        self, spec_id: str, step: int, attempt: int, *, exit_code: int | None, is_error: bool,
+        verdict: str | None, cost_usd: float, session_id: str | None, num_turns: int | None,
+        error: str | None,
+    ) -> None:
+        await self._write(
+            "UPDATE iwo_attempts SET finished_at = COALESCE(finished_at, ?), exit_code = ?,"
+            " is_error = ?, verdict = ?, cost_usd = ?, session_id = ?, num_turns = ?, error = ?"
+            " WHERE spec_id = ? AND step = ? AND attempt = ?",
+            (utc_now(), exit_code, int(is_error), verdict, cost_usd, session_id, num_turns, error,
+             spec_id, step, attempt),
+        )
+
+    # -- gates -------------------------------------------------------------------------
+
+    async def gate_opened(
+        self, gate_id: str, spec_id: str, step: int, role: str, reason: str, question: str,
+        opened_at: str, deadline: str,
+    ) -> None:
+        await self._write(
+            "INSERT OR IGNORE INTO iwo_gates (id, spec_id, step, role, reason, question, opened_at, deadline)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (gate_id, spec_id, step, role, reason, question, opened_at, deadline),
+        )
+
+    async def gate_row(self, gate_id: str) -> dict | None:
+        row = await self.fetch_one(
+            "SELECT answer, note, answered_by, answered_via, answered_at, deadline FROM iwo_gates WHERE id = ?",
+            (gate_id,),
+        )
+        if row is None:
+            return None
+        keys = ("answer", "note", "answered_by", "answered_via", "answered_at", "deadline")
+        return dict(zip(keys, row))
+
+    async def gate_timed_out(self, gate_id: str, answer: str) -> bool:
+        """Record the timeout policy's answer unless a human answered first; True if it won."""
+        changed = await self._write(
+            "UPDATE iwo_gates SET answer = ?, answered_by = 'timeout', answered_via = 'timeout',"
+            " answered_at = ? WHERE id = ? AND answer IS NULL",
+            (answer, utc_now(), gate_id),
+        )
+        return changed == 1

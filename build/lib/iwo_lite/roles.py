@@ -1,0 +1,146 @@
+"""The six roles: their verdicts, the transition table, and the prompt each role receives.
+
+Pure functions over plain data: no I/O, no DBOS. The loop workflow calls `after_verdict`
+and `after_answer` to decide where a spec goes next, and the dispatch step calls
+`render_prompt` to build what goes on the agent's stdin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROLES = ("planner", "builder", "reviewer", "tester", "deployer", "docs")
+
+VERDICTS: dict[str, tuple[str, ...]] = {
+    "planner": ("done", "blocker"),
+    "builder": ("done", "blocker"),
+    "reviewer": ("approve", "changes", "blocker"),
+    "tester": ("pass", "fail", "blocker"),
+    "deployer": ("done", "fail", "blocker"),
+    "docs": ("done", "blocker"),
+}
+
+# The role that follows a role that passed; None means the spec is done.
+PASS_NEXT: dict[str, str | None] = {
+    "planner": "builder",
+    "builder": "reviewer",
+    "reviewer": "tester",
+    "tester": "deployer",
+    "deployer": "docs",
+    "docs": None,
+}
+
+REWORK_VERDICTS = {("reviewer", "changes"), ("tester", "fail")}
+
+# Why a gate opened (iwo_gates.reason).
+GATE_BLOCKER = "blocker"
+GATE_REWORK_LIMIT = "rework_limit"
+GATE_DEPLOY_FAILED = "deploy_failed"
+GATE_AGENT_FAILED = "agent_failed"
+
+ANSWERS = ("approve", "reject", "revise")
+
+ROLE_BRIEFS = {
+    "planner": "Read the spec and write a plan the builder can follow: steps, files, risks.",
+    "builder": "Implement the plan in the working directory. Address every reviewer, tester "
+    "and human note below.",
+    "reviewer": "Review the builder's change against the spec and plan. Verdict `approve`, "
+    "`changes` (say what), or `blocker` (a question only the human can answer).",
+    "tester": "Run and extend the tests for the change. Verdict `pass` or `fail` (say what failed).",
+    "deployer": "Deploy or package the change. Verdict `done`, `fail`, or `blocker` with a question.",
+    "docs": "Update the documentation for the change.",
+}
+
+PROMPT_HANDOFF_BUDGET = 60_000  # characters of earlier handoffs carried in full
+
+
+@dataclass(frozen=True)
+class Next:
+    """Where a spec goes next: a role, a human gate, or done."""
+
+    kind: str  # "role" | "gate" | "done"
+    role: str | None = None
+    gate_reason: str | None = None
+    is_rework: bool = False
+
+
+def after_verdict(role: str, verdict: str, reworks_so_far: int, max_rework: int) -> Next:
+    """The transition table of design.md, for a dispatch that produced a valid verdict."""
+    if verdict == "blocker":
+        return Next("gate", gate_reason=GATE_BLOCKER)
+    if role == "deployer" and verdict == "fail":
+        return Next("gate", gate_reason=GATE_DEPLOY_FAILED)
+    if (role, verdict) in REWORK_VERDICTS:
+        if reworks_so_far + 1 > max_rework:
+            return Next("gate", gate_reason=GATE_REWORK_LIMIT, is_rework=True)
+        return Next("role", role="builder", is_rework=True)
+    following = PASS_NEXT[role]
+    return Next("done") if following is None else Next("role", role=following)
+
+
+def after_answer(asking_role: str, gate_reason: str, answer: str) -> Next:
+    """Where an answered gate sends the spec. `reject` is handled by the caller."""
+    if answer == "revise" or gate_reason == GATE_REWORK_LIMIT:
+        return Next("role", role="builder")
+    following = PASS_NEXT[asking_role]
+    return Next("done") if following is None else Next("role", role=following)
+
+
+def render_prompt(
+    *,
+    role: str,
+    spec_id: str,
+    step: int,
+    spec_text: str,
+    brief: str | None,
+    handoffs: list[dict],
+    answers: list[dict],
+) -> str:
+    """The prompt on the agent's stdin: role brief, spec, earlier handoffs, human answers.
+
+    `handoffs` are {"name", "verdict", "summary", "text"} oldest first; the newest are
+    carried in full up to PROMPT_HANDOFF_BUDGET characters, older ones by summary only.
+    """
+    verdicts = " | ".join(VERDICTS[role])
+    parts = [
+        f"You are the {role} in a six-role coding loop "
+        "(planner -> builder -> reviewer -> tester -> deployer -> docs).",
+        f"Spec: {spec_id}. This is dispatch {step:02d}.",
+        "",
+        "## Your job",
+        brief or ROLE_BRIEFS[role],
+        "",
+        "## The spec",
+        spec_text.rstrip(),
+        "",
+    ]
+    if handoffs:
+        parts += ["## Handoffs so far", ""]
+        parts += _bounded_handoffs(handoffs)
+    if answers:
+        parts += ["## Answers from the human", ""]
+        for answer in answers:
+            note = f": {answer['note']}" if answer.get("note") else ""
+            parts.append(f"- to the {answer['role']}'s question ({answer['gate']}): {answer['answer']}{note}")
+        parts.append("")
+    parts += [
+        "## How to answer",
+        "End your reply with a fenced ```json block holding",
+        f'{{"verdict": "{verdicts}", "summary": "one paragraph", "question": "for a blocker: what the human must decide"}}',
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _bounded_handoffs(handoffs: list[dict]) -> list[str]:
+    budget = PROMPT_HANDOFF_BUDGET
+    rendered: list[list[str]] = []
+    for handoff in reversed(handoffs):
+        header = f"### {handoff['name']} — verdict: {handoff['verdict']}"
+        text = handoff.get("text") or ""
+        if len(text) <= budget:
+            budget -= len(text)
+            rendered.append([header, text.rstrip(), ""])
+        else:
+            budget = 0
+            rendered.append([header, f"(summary only) {handoff.get('summary') or ''}", ""])
+    return [line for block in reversed(rendered) for line in block]

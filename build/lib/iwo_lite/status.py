@@ -1,0 +1,226 @@
+"""`iwo-lite status`: read-only SQL over the database, shown as rich tables or JSON.
+
+Owns: the queries behind the spec table, one spec's step-by-step trace, `--json`, `--sql`
+(any read-only query) and `--watch`. The file is opened with `mode=ro` and a busy timeout,
+and this module never imports DBOS, so it answers fast whether the daemon runs or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from iwo_lite.db import connect_readonly, has_table, parse_utc
+from iwo_lite.errors import UserError
+
+TABLE_LIMIT = 50
+SPEC_FIELDS = ("id", "title", "state", "role", "step", "question", "deadline", "updated_at",
+               "dispatches", "cost_usd", "error", "created_at", "parent_id")
+SPEC_QUERY = """
+SELECT s.id, s.title, s.state, s.role, s.step, s.question, s.deadline, s.updated_at,
+       (SELECT COUNT(*) FROM iwo_attempts a WHERE a.spec_id = s.id) AS dispatches,
+       (SELECT COALESCE(SUM(a.cost_usd), 0) FROM iwo_attempts a WHERE a.spec_id = s.id) AS cost_usd,
+       s.error, s.created_at, s.parent_id
+FROM iwo_specs s
+{where}
+ORDER BY s.updated_at DESC, s.id
+{limit}
+"""
+STATE_STYLE = {"queued": "cyan", "running": "yellow", "waiting": "bold magenta", "done": "green",
+               "rejected": "red", "failed": "bold red", "cancelled": "dim"}
+
+
+@contextlib.contextmanager
+def _open(db_path: Path | None):
+    if db_path is None or not db_path.exists():
+        yield None
+        return
+    conn = connect_readonly(db_path)
+    try:
+        yield conn if has_table(conn, "iwo_specs") else None
+    finally:
+        conn.close()
+
+
+def list_specs(db_path: Path | None, limit: int | None = None, spec_id: str | None = None) -> tuple[list[dict], int]:
+    """(specs newest first, how many more there are beyond `limit`)."""
+    with _open(db_path) as conn:
+        if conn is None:
+            return [], 0
+        where, params = ("WHERE s.id = ?", (spec_id,)) if spec_id else ("", ())
+        limit_sql = f"LIMIT {int(limit)}" if limit else ""
+        rows = [_spec_dict(row) for row in conn.execute(SPEC_QUERY.format(where=where, limit=limit_sql), params)]
+        total = conn.execute("SELECT COUNT(*) FROM iwo_specs").fetchone()[0] if limit else len(rows)
+        return rows, max(0, total - len(rows)) if not spec_id else 0
+
+
+def _spec_dict(row: sqlite3.Row) -> dict:
+    spec = {field: row[field] for field in SPEC_FIELDS}
+    spec["cost_usd"] = round(spec["cost_usd"] or 0.0, 6)
+    return spec
+
+
+def spec_trace(db_path: Path | None, spec_id: str) -> dict:
+    """One spec with its dispatches (each with its attempts) and its gates."""
+    specs, _ = list_specs(db_path, spec_id=spec_id)
+    if not specs:
+        raise UserError(f"{spec_id}: no such spec")
+    with _open(db_path) as conn:
+        steps = [dict(row) for row in conn.execute(
+            "SELECT step, role, started_at, finished_at, verdict, summary, question, handoff, error"
+            " FROM iwo_steps WHERE spec_id = ? ORDER BY step", (spec_id,))]
+        attempts = [dict(row) for row in conn.execute(
+            "SELECT step, attempt, pid, started_at, finished_at, exit_code, is_error, verdict, cost_usd,"
+            " session_id, num_turns, error, reattached, run_dir"
+            " FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,))]
+        gates = [dict(row) for row in conn.execute(
+            "SELECT id, step, role, reason, question, opened_at, deadline, answer, note, answered_by,"
+            " answered_via, answered_at FROM iwo_gates WHERE spec_id = ? ORDER BY step", (spec_id,))]
+    for step in steps:
+        step["attempts"] = [a for a in attempts if a["step"] == step["step"]]
+        step["cost_usd"] = round(sum(a["cost_usd"] or 0 for a in step["attempts"]), 6)
+    return dict(specs[0], steps=steps, gates=gates)
+
+
+def run_sql(db_path: Path | None, query: str) -> tuple[list[str], list[tuple]]:
+    if db_path is None or not db_path.exists():
+        raise UserError(f"status --sql: no database at {db_path}")
+    conn = connect_readonly(db_path)
+    try:
+        cursor = conn.execute(query)
+        columns = [d[0] for d in cursor.description or ()]
+        return columns, [tuple(row) for row in cursor.fetchall()]
+    except sqlite3.Error as error:
+        raise UserError(f"status --sql: {error}")
+    finally:
+        conn.close()
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def ago(iso: str | None, now: float | None = None) -> str:
+    if not iso:
+        return ""
+    seconds = max(0, int((now or time.time()) - parse_utc(iso)))
+    return _span(seconds) + " ago"
+
+
+def left(iso: str | None, now: float | None = None) -> str:
+    if not iso:
+        return ""
+    seconds = int(parse_utc(iso) - (now or time.time()))
+    return "due now" if seconds <= 0 else _span(seconds) + " left"
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def specs_table(specs: list[dict], more: int) -> Any:
+    from rich.table import Table
+
+    table = Table(title="iwo-lite specs", caption=f"{more} older spec(s) not shown: --all shows them" if more else None)
+    for column in ("id", "title", "state", "role", "step", "waiting on / error", "advanced", "dispatches", "$"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("step", "dispatches", "$") else "left")
+    for spec in specs:
+        state = spec["state"]
+        detail = ""
+        if state == "waiting":
+            detail = f"{spec['question'] or ''} ({left(spec['deadline'])})"
+        elif state == "failed":
+            detail = spec["error"] or ""
+        table.add_row(
+            spec["id"], spec["title"], f"[{STATE_STYLE.get(state, '')}]{state}[/]", spec["role"] or "",
+            f"{spec['step']:02d}" if spec["step"] else "", detail[:120], ago(spec["updated_at"]),
+            str(spec["dispatches"]), f"{spec['cost_usd']:.4f}",
+        )
+    return table
+
+
+def trace_view(trace: dict) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    head = (f"[bold]{trace['id']}[/] — {trace['title']}\nstate [{STATE_STYLE.get(trace['state'], '')}]"
+            f"{trace['state']}[/], role {trace['role'] or '-'}, step {trace['step']:02d}, "
+            f"{trace['dispatches']} dispatch(es), ${trace['cost_usd']:.4f}")
+    if trace["error"]:
+        head += f"\n[red]error: {trace['error']}[/]"
+    steps = Table(title="dispatches")
+    for column in ("NN", "role", "attempt", "started", "took", "verdict", "$", "note"):
+        steps.add_column(column, overflow="fold")
+    for step in trace["steps"]:
+        for attempt in step["attempts"] or [None]:
+            took = ""
+            if attempt and attempt["finished_at"]:
+                took = f"{parse_utc(attempt['finished_at']) - parse_utc(attempt['started_at']):.1f}s"
+            note = (attempt or {}).get("error") or ""
+            if attempt and attempt["reattached"]:
+                note = ("re-attached after restart; " + note).rstrip("; ")
+            steps.add_row(
+                f"{step['step']:02d}", step["role"], str(attempt["attempt"]) if attempt else "-",
+                ((attempt or step)["started_at"] or "")[11:19], took, (attempt or {}).get("verdict") or step["verdict"] or "",
+                f"{(attempt or {}).get('cost_usd') or 0:.4f}", note[:200],
+            )
+    parts: list[Any] = [head, steps]
+    if trace["gates"]:
+        gates = Table(title="human gates")
+        for column in ("gate", "role", "reason", "question", "deadline", "answer", "by / via"):
+            gates.add_column(column, overflow="fold")
+        for gate in trace["gates"]:
+            answer = gate["answer"] or "(waiting)"
+            if gate["note"]:
+                answer += f": {gate['note']}"
+            gates.add_row(gate["id"], gate["role"], gate["reason"], gate["question"], gate["deadline"], answer,
+                          f"{gate['answered_by'] or ''} / {gate['answered_via'] or ''}".strip(" /"))
+        parts.append(gates)
+    return Group(*parts)
+
+
+def show(db_path: Path | None, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
+         watch: bool) -> None:
+    from rich.console import Console
+
+    console = Console()
+    if sql is not None:
+        columns, rows = run_sql(db_path, sql)
+        if as_json:
+            print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
+        else:
+            from rich.table import Table
+
+            table = Table(*columns)
+            for row in rows:
+                table.add_row(*("" if value is None else str(value) for value in row))
+            console.print(table)
+        return
+    if as_json:
+        data = [spec_trace(db_path, spec_id)] if spec_id else list_specs(db_path)[0]
+        print(json.dumps(data, indent=2))
+        return
+
+    def view() -> Any:
+        if spec_id:
+            return trace_view(spec_trace(db_path, spec_id))
+        return specs_table(*list_specs(db_path, None if show_all else TABLE_LIMIT))
+
+    if not watch:
+        console.print(view())
+        return
+    from rich.live import Live
+
+    with Live(view(), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(1)
+                live.update(view())
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,130 @@
+"""The command line as a user's script sees it: exit codes, one-line errors, ids, empty homes."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import wait_for
+
+
+def test_submit_prints_the_id_last_and_the_same_id_twice_starts_nothing_new(home):
+    path = home.spec_file()
+    first = home.cli("submit", str(path), check=True)
+    second = home.cli("submit", str(path), check=True)
+    spec_id = first.stdout.strip().splitlines()[-1]
+    assert second.stdout.strip().splitlines()[-1] == spec_id
+    assert "already exists" in second.stderr
+    assert spec_id.startswith("spec-") and len(spec_id) == len("spec-") + 8
+    assert home.cli("submit", str(path), "--id", "mine", check=True).stdout.strip() == "mine"
+    assert home.query("SELECT COUNT(*) FROM workflow_status") == [(2,)]
+    assert [s["state"] for s in home.specs()] == ["queued", "queued"]
+    home.start()
+    home.wait_state(spec_id, "done")
+    home.wait_state("mine", "done")
+    assert home.invocations("planner") == 2
+    assert home.cli("submit", str(path), check=True).returncode == 0
+    assert home.invocations("planner") == 2
+
+
+def test_bad_spec_files_exit_2_with_one_line_naming_the_file(home):
+    empty = home.spec_file("empty.md", "  \n")
+    binary = home.root / "bin.md"
+    binary.write_bytes(b"\x00\x01\x02")
+    latin = home.root / "latin.md"
+    latin.write_bytes("caf\xe9".encode("latin-1"))
+    huge = home.spec_file("huge.md", "x" * (1024 * 1024 + 1))
+    for path, words in ((home.root / "missing.md", "no such file"), (empty, "empty"), (binary, "binary"),
+                        (latin, "not UTF-8"), (huge, "limit"), (home.root, "directory")):
+        out = home.cli("submit", str(path))
+        assert out.returncode == 2, path
+        assert out.stderr.count("\n") == 1 and str(path) in out.stderr and words in out.stderr
+        assert "Traceback" not in out.stderr
+    out = home.cli("submit", str(home.spec_file()), "--id", "../escape")
+    assert out.returncode == 2 and "--id '../escape'" in out.stderr
+
+
+def test_bad_config_exits_2_naming_file_and_key(home):
+    (home.root / "config.toml").write_text('[agent]\ntimeout = "soon"\n')
+    out = home.cli("submit", str(home.spec_file()))
+    assert out.returncode == 2
+    assert "config.toml: agent.timeout:" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_status_on_a_missing_database_is_empty(home):
+    assert not (home.root / "iwo.sqlite").exists()
+    assert json.loads(home.cli("status", "--json", check=True).stdout) == []
+    out = home.cli("status", check=True)
+    assert "iwo-lite specs" in out.stdout
+    assert not (home.root / "iwo.sqlite").exists()
+
+
+def test_status_sql_is_read_only(home):
+    spec_id = home.submit()
+    out = home.cli("status", "--sql", "SELECT id, state FROM iwo_specs", "--json", check=True)
+    assert json.loads(out.stdout) == [{"id": spec_id, "state": "queued"}]
+    out = home.cli("status", "--sql", "DELETE FROM iwo_specs")
+    assert out.returncode == 2 and "readonly" in out.stderr.replace("read-only", "readonly")
+    assert home.query("SELECT COUNT(*) FROM iwo_specs") == [(1,)]
+    out = home.cli("status", "--sql", "SELEC nonsense")
+    assert out.returncode == 2 and "syntax error" in out.stderr
+
+
+def test_a_second_daemon_on_the_same_home_exits_2(home):
+    first = home.start()
+    wait_for(lambda: "daemon running" in first.log(), 30)
+    second = home.start()
+    assert second.proc.wait(timeout=30) == 2
+    assert "another iwo-lite daemon" in second.log() and str(first.pid) in second.log()
+    assert first.proc.poll() is None
+
+
+def test_version_and_help(home):
+    assert home.cli("--version", check=True).stdout.startswith("iwo-lite ")
+    help_text = home.cli("--help", check=True).stdout
+    for command in ("run", "submit", "status", "approve", "reject", "revise", "cancel", "resume", "fork",
+                    "demo", "doctor"):
+        assert command in help_text
+    assert home.cli().returncode == 2
+
+
+def test_demo_runs_the_whole_loop_offline(home):
+    out = home.cli("demo", timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "demo finished" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_cancel_resume_and_fork(home):
+    home.scenario({"roles": {"tester": [{"verdict": "blocker", "question": "Skip flaky?"}]}})
+    spec_id = home.submit()
+    home.start()
+    home.wait_state(spec_id, "waiting")
+    assert home.cli("cancel", spec_id, check=True).returncode == 0
+    assert home.state(spec_id) == "cancelled"
+    refused = home.cli("approve", spec_id)
+    assert refused.returncode == 2 and "not waiting" in refused.stderr
+    out = home.cli("resume", "nope")
+    assert out.returncode == 2 and "nope: no such spec" in out.stderr
+    home.cli("resume", spec_id, check=True)
+    home.wait_state(spec_id, "waiting")
+    home.cli("approve", spec_id, check=True)
+    home.wait_state(spec_id, "done")
+    assert home.cli("resume", spec_id).returncode == 2
+    assert home.cli("cancel", spec_id).returncode == 2
+    before = home.role_counts(spec_id)
+    out = home.cli("fork", spec_id, "--from", "deployer", check=True)
+    fork_id = out.stdout.strip().splitlines()[-1]
+    assert fork_id == f"{spec_id}-fork1"
+    home.wait_state(fork_id, "done")
+    assert home.role_counts(spec_id) == before  # the original's calls were replayed, not repeated
+    assert home.role_counts(fork_id) == {"deployer": 1, "docs": 1}
+    fork = home.spec(fork_id)
+    assert fork["parent_id"] == spec_id
+    bad = home.cli("fork", spec_id, "--from", "painter")
+    assert bad.returncode == 2 and "--from 'painter'" in bad.stderr
+
+
+def test_doctor_reports_each_check(home):
+    home.submit()
+    out = home.cli("doctor")
+    assert "database integrity: ok" in out.stdout and "database journal: wal" in out.stdout
+    assert "agent command" in out.stdout and out.returncode == 0
