@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 from dbos import DBOS
@@ -26,18 +27,30 @@ from iwo_lite.errors import UserError
 from iwo_lite.ledger import Ledger
 
 log = logging.getLogger("iwo_lite")
+LOCK_PATIENCE_S = 1.0
+WAKE_SWEEP_S = 5.0  # safety net: wake answered gates even if a poke was lost
 
 
 def acquire_lock(lock_path: Path) -> int:
-    """Hold an exclusive flock on the home for this process's lifetime; the fd is not inherited."""
+    """Hold an exclusive flock on the home for this process's lifetime; the fd is not inherited.
+
+    Shell commands take a shared lock for a moment to see whether a daemon runs, so a busy
+    lock is tried again for LOCK_PATIENCE_S before another daemon is assumed.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise UserError(f"{lock_path}: another iwo-lite daemon (pid {holder}) is already running on this home")
+    deadline = time.monotonic() + LOCK_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{lock_path}: another iwo-lite daemon (pid {holder}) is already running on this home")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -47,33 +60,43 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set or SIGINT/SIGTERM arrives."""
     home = Home(config.home)
     stop = stop or asyncio.Event()
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a poke before we listen must not kill us
     lock_fd = acquire_lock(home.lock)
     running = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         running.add_signal_handler(sig, stop.set)
     ledger = None
     launched = False
+    bot = None
     try:
         await asyncio.to_thread(prepare_database, config)
         ledger = await Ledger.open(config.db_path) if config.db_path else None
         if ledger is None:
             raise UserError(f"database_url: {config.database_url_redacted}: only sqlite is supported by this build")
-        loop.install(loop.Runtime(config, home, ledger, Dispatcher(config, home, ledger)))
+        gates = GateWaker(ledger)
+        bot = _telegram_bot(config, ledger, gates.answer)
+        loop.install(loop.Runtime(config, home, ledger, Dispatcher(config, home, ledger), bot))
         DBOS(config=dbos_config(config))
         DBOS.launch()
         launched = True
         await DBOS.register_queue_async(QUEUE_NAME, polling_interval_sec=QUEUE_POLL_S)
+        running.add_signal_handler(signal.SIGUSR1, gates.poke)
+        sweeper = asyncio.create_task(gates.sweep_forever(), name="iwo-wake-answered")  # noqa: F841 (held)
+        if bot is not None:
+            bot.start()
         log.info("daemon running on %s (pid %d, executor %s)", home.root, os.getpid(), config.executor_id)
         await stop.wait()
         log.info("stopping: agent runs in flight continue detached and are re-attached on the next start")
     finally:
+        if bot is not None:
+            await bot.stop()
         await _cancel_other_tasks()
         if launched:
             DBOS.destroy(workflow_completion_timeout_sec=0)
         loop.install(None)
         if ledger is not None:
             await ledger.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             running.remove_signal_handler(sig)
         os.close(lock_fd)
 
@@ -86,3 +109,60 @@ async def _cancel_other_tasks() -> None:
         task.cancel()
     if others:
         await asyncio.wait(others, timeout=5)
+
+
+def _telegram_bot(config: Config, ledger: Ledger, answer_gate):
+    """The bot when a token and at least one allowed chat are configured, else None."""
+    token = config.telegram.token()
+    if not token or not config.telegram.allowed_chat_ids:
+        if token or config.telegram.allowed_chat_ids:
+            log.warning("telegram: needs both $%s and telegram.allowed_chat_ids; the bot is off",
+                        config.telegram.token_env)
+        return None
+    from iwo_lite.telegram import TelegramBot, install_redaction
+
+    install_redaction(token)
+    return TelegramBot(config, token, ledger, answer_gate)
+
+
+class GateWaker:
+    """Answers gates for the bot, and wakes the workflows of answered gates.
+
+    An answer is recorded in iwo_gates first (by the shell or the bot); the waiting workflow is
+    then sent a DBOS message on the gate's topic, which ends its recv at the next poll. A shell
+    answer pokes the daemon with SIGUSR1; a sweep at start and every WAKE_SWEEP_S catches
+    answers given while the daemon was down or whose poke was lost.
+    """
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self._woken: dict[str, float] = {}
+        self._kick = asyncio.Event()
+
+    async def answer(self, gate_id: str, answer: str, note: str, by: str, via: str) -> str | None:
+        refused = await self.ledger.answer_gate(gate_id, answer, note, by, via)
+        if refused is None:
+            spec_id = gate_id.rsplit("#", 1)[0]
+            await self._wake(gate_id, spec_id)
+        return refused
+
+    def poke(self) -> None:
+        self._kick.set()
+
+    async def sweep_forever(self) -> None:
+        while True:
+            try:
+                for gate_id, spec_id in await self.ledger.answered_waiting():
+                    if time.monotonic() - self._woken.get(gate_id, -1e9) > WAKE_SWEEP_S * 2:
+                        await self._wake(gate_id, spec_id)
+            except Exception as error:  # a locked database for a moment: the next sweep retries
+                log.warning("waking answered gates failed: %s", error)
+            try:
+                await asyncio.wait_for(self._kick.wait(), WAKE_SWEEP_S)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+
+    async def _wake(self, gate_id: str, spec_id: str) -> None:
+        self._woken[gate_id] = time.monotonic()
+        await DBOS.send_async(spec_id, {"gate": gate_id}, topic=gate_id)

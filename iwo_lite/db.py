@@ -98,6 +98,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX iwo_gates_spec ON iwo_gates (spec_id);
     """,
+    # 2: the Telegram messages that carry each gate (so presses and replies map back after a restart)
+    """
+    CREATE TABLE iwo_gate_messages (
+        chat_id     INTEGER NOT NULL,
+        message_id  INTEGER NOT NULL,
+        gate_id     TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        sent_at     TEXT NOT NULL,
+        PRIMARY KEY (chat_id, message_id)
+    );
+    CREATE INDEX iwo_gate_messages_gate ON iwo_gate_messages (gate_id);
+    """,
 ]
 
 

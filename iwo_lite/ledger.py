@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosqlite
 
 from iwo_lite.db import BUSY_TIMEOUT_MS, utc_now
+from iwo_lite.gates import ANSWER_SQL, ANSWERED_WAITING_SQL, GATE_SQL, SPEC_GATE_SQL, refusal
 
 
 class Ledger:
@@ -23,6 +24,7 @@ class Ledger:
     async def open(cls, db_path: Path) -> "Ledger":
         conn = await aiosqlite.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.row_factory = aiosqlite.Row
         return cls(conn)
 
     async def close(self) -> None:
@@ -130,14 +132,45 @@ class Ledger:
         )
 
     async def gate_row(self, gate_id: str) -> dict | None:
+        """The gate with what a message about it needs (spec title, rowid for button data)."""
         row = await self.fetch_one(
-            "SELECT answer, note, answered_by, answered_via, answered_at, deadline FROM iwo_gates WHERE id = ?",
+            "SELECT g.rowid AS rowid, g.id AS gate_id, g.spec_id, g.role, g.reason, g.question, g.opened_at,"
+            " g.deadline, g.answer, g.note, g.answered_by, g.answered_via, g.answered_at, s.title"
+            " FROM iwo_gates g LEFT JOIN iwo_specs s ON s.id = g.spec_id WHERE g.id = ?",
             (gate_id,),
         )
-        if row is None:
+        return dict(row) if row is not None else None
+
+    async def answer_gate(self, gate_id: str, answer: str, note: str, by: str, via: str) -> str | None:
+        """Record an answer by the rule in gates.ANSWER_SQL; None if recorded, else why not."""
+        now = utc_now()
+        if await self._write(ANSWER_SQL, (answer, note or None, by, via, now, gate_id, now)) == 1:
             return None
-        keys = ("answer", "note", "answered_by", "answered_via", "answered_at", "deadline")
-        return dict(zip(keys, row))
+        gate = await self.fetch_one(GATE_SQL, (gate_id,))
+        spec = await self.fetch_one(SPEC_GATE_SQL, (gate["spec_id"],)) if gate else None
+        return refusal(dict(gate) if gate else None, dict(spec) if spec else None, now, gate_id)
+
+    async def answered_waiting(self) -> list[tuple[str, str]]:
+        return [(row[0], row[1]) for row in await self.fetch_all(ANSWERED_WAITING_SQL)]
+
+    async def gate_message_sent(self, chat_id: int, message_id: int, gate_id: str, kind: str) -> None:
+        await self._write(
+            "INSERT OR IGNORE INTO iwo_gate_messages (chat_id, message_id, gate_id, kind, sent_at)"
+            " VALUES (?, ?, ?, ?, ?)", (chat_id, message_id, gate_id, kind, utc_now()))
+
+    async def gate_messages(self, gate_id: str) -> list[tuple[int, int, str]]:
+        return [(row[0], row[1], row[2]) for row in await self.fetch_all(
+            "SELECT chat_id, message_id, kind FROM iwo_gate_messages WHERE gate_id = ? ORDER BY sent_at",
+            (gate_id,))]
+
+    async def gate_id_by_rowid(self, rowid: int) -> str | None:
+        row = await self.fetch_one("SELECT id FROM iwo_gates WHERE rowid = ?", (rowid,))
+        return row[0] if row else None
+
+    async def gate_id_by_message(self, chat_id: int, message_id: int) -> str | None:
+        row = await self.fetch_one(
+            "SELECT gate_id FROM iwo_gate_messages WHERE chat_id = ? AND message_id = ?", (chat_id, message_id))
+        return row[0] if row else None
 
     async def gate_timed_out(self, gate_id: str, answer: str) -> bool:
         """Record the timeout policy's answer unless a human answered first; True if it won."""

@@ -2,8 +2,9 @@
 
 The workflow body only decides (with roles.after_verdict / after_answer) and calls steps:
 `admit` (save the spec, snapshot the loop settings), `dispatch` (one role's turn: prompt,
-detached agent run, handoff file), `open_gate` / `settle_gate` (the human gate: deadline
-computed once, answer read from iwo_gates) and `finish`. Every value the body branches on
+detached agent run, handoff file), the human gate (`open_gate`: deadline computed once;
+`notify_gate`: question or reminder to Telegram; `settle_gate`: the answer from iwo_gates, or
+the timeout policy at the deadline; `announce_gate`: edit the messages) and `finish`. Every value the body branches on
 comes from a step's recorded output, so a replay after kill -9 takes the same path and
 re-runs nothing that finished. Steps are idempotent, so DBOS may retry them.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbos import DBOS
 from dbos._error import DBOSWorkflowCancelledError
@@ -25,6 +27,9 @@ from iwo_lite.db import WORKFLOW_NAME, Home, iso_utc, parse_utc
 from iwo_lite.dispatch import DispatchRequest, Dispatcher
 from iwo_lite.handoff import AgentAnswer, handoff_name, render_handoff, write_once
 from iwo_lite.ledger import Ledger
+
+if TYPE_CHECKING:
+    from iwo_lite.telegram import TelegramBot
 
 STEP_RETRIES = dict(retries_allowed=True, max_attempts=4, interval_seconds=0.5, backoff_rate=2.0)
 # Every daemon restart counts as a recovery attempt; a gate may wait through many restarts.
@@ -38,6 +43,7 @@ class Runtime:
     home: Home
     ledger: Ledger
     dispatcher: Dispatcher
+    bot: "TelegramBot | None" = None
 
 
 _runtime: Runtime | None = None
@@ -117,24 +123,43 @@ async def open_gate(spec_id: str, step: int, role: str, reason: str, question: s
     await runtime.ledger.gate_opened(gate_id, spec_id, step, role, reason, question,
                                      iso_utc(now), iso_utc(now + timeout_s))
     row = await runtime.ledger.gate_row(gate_id)
-    deadline = parse_utc(row["deadline"])
     await runtime.ledger.spec_waiting(spec_id, gate_id, question, row["deadline"])
-    return {"gate": gate_id, "deadline": deadline, "remaining": max(0.0, deadline - time.time())}
+    return {"gate": gate_id, "opened": parse_utc(row["opened_at"]), "deadline": parse_utc(row["deadline"])}
+
+
+@DBOS.step(name="notify_gate", **STEP_RETRIES)
+async def notify_gate(gate_id: str, kind: str, on_timeout: str) -> list:
+    """Send the question (kind "question") or a reminder to Telegram; [[chat, message id], ...] sent."""
+    runtime = rt()
+    if runtime.bot is None:
+        return []
+    gate = await runtime.ledger.gate_row(gate_id)
+    sent = await runtime.bot.send_gate(dict(gate, on_timeout=on_timeout), kind)
+    return [list(pair) for pair in sent]
 
 
 @DBOS.step(name="settle_gate", **STEP_RETRIES)
 async def settle_gate(gate_id: str, on_timeout: str) -> dict:
-    """The gate's answer if it has one; at the deadline, the timeout policy's; else the time left."""
+    """The gate's answer if it has one; at the deadline, the timeout policy's; and the time now."""
     runtime = rt()
     row = await runtime.ledger.gate_row(gate_id)
-    remaining = parse_utc(row["deadline"]) - time.time()
-    if row["answer"] is None and remaining <= 0:
+    now = time.time()
+    if row["answer"] is None and parse_utc(row["deadline"]) <= now:
         await runtime.ledger.gate_timed_out(gate_id, on_timeout)
         row = await runtime.ledger.gate_row(gate_id)
-    if row["answer"] is None:
-        return {"answer": None, "remaining": remaining}
     return {"answer": row["answer"], "note": row["note"] or "", "by": row["answered_by"],
-            "via": row["answered_via"], "remaining": 0.0}
+            "via": row["answered_via"], "now": now}
+
+
+@DBOS.step(name="announce_gate", **STEP_RETRIES)
+async def announce_gate(gate_id: str, on_timeout: str) -> None:
+    """Edit the gate's Telegram messages to say how it was answered."""
+    runtime = rt()
+    if runtime.bot is None:
+        return
+    gate = await runtime.ledger.gate_row(gate_id)
+    await runtime.bot.mark_answered(dict(gate, on_timeout=on_timeout), gate["answer"], gate["answered_by"],
+                                    gate["answered_via"], gate["note"] or "")
 
 
 @DBOS.step(name="finish", **STEP_RETRIES)
@@ -194,18 +219,25 @@ async def _run_loop(spec: dict) -> str:
 
 
 async def _gate(spec_id: str, outcome: dict, reason: str, reworks: int, settings: dict) -> dict:
+    """Open a gate and wait for its answer: recv with a durable deadline, reminders between."""
     question = _gate_question(outcome, reason, reworks, settings["max_rework"])
+    on_timeout = settings["on_timeout"]
     gate = await open_gate(spec_id, outcome["step"], outcome["role"], reason, question, settings["gate_timeout"])
-    remaining = gate["remaining"]
+    await notify_gate(gate["gate"], "question", on_timeout)
     remind_every = settings["remind_every"]
+    next_remind = gate["opened"] + remind_every if remind_every else None
     while True:
-        if remaining > 0:
-            wait = remaining if not remind_every else min(remaining, remind_every)
-            await DBOS.recv_async(topic=gate["gate"], timeout_seconds=wait)
-        settled = await settle_gate(gate["gate"], settings["on_timeout"])
+        settled = await settle_gate(gate["gate"], on_timeout)
         if settled["answer"] is not None:
+            await announce_gate(gate["gate"], on_timeout)
             return dict(settled, gate=gate["gate"])
-        remaining = settled["remaining"]
+        now = settled["now"]
+        if next_remind is not None and now >= next_remind:
+            await notify_gate(gate["gate"], "reminder", on_timeout)
+            while next_remind <= now:
+                next_remind += remind_every
+        wake_at = gate["deadline"] if next_remind is None else min(gate["deadline"], next_remind)
+        await DBOS.recv_async(topic=gate["gate"], timeout_seconds=max(0.0, wake_at - now))
 
 
 def _gate_question(outcome: dict, reason: str, reworks: int, max_rework: int) -> str:
