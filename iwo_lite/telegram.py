@@ -217,7 +217,11 @@ class TelegramBot:
 
     async def _on_reply(self, update, context) -> None:
         message = update.effective_message
-        gate_id = await self.ledger.gate_id_by_message(message.chat_id, message.reply_to_message.message_id)
+        replied = message.reply_to_message
+        gate_id = await self.ledger.gate_id_by_message(message.chat_id, replied.message_id)
+        if gate_id is None and replied.from_user is not None and replied.from_user.is_bot:
+            await asyncio.sleep(1.0)  # a reply can overtake our record of the message it answers
+            gate_id = await self.ledger.gate_id_by_message(message.chat_id, replied.message_id)
         if gate_id is None:
             return
         refused = await self.answer_gate(gate_id, "revise", message.text, _who(message.from_user), "telegram")

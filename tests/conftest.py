@@ -75,12 +75,13 @@ class IwoHome:
     def configure(self, extra: str = "", *, timeout: str = "60s", retries: int = 1,
                   max_concurrent: int = 2, approvals: str = "") -> None:
         command = json.dumps(fake_claude.command())
+        never_remind = "" if "remind_every" in approvals else 'remind_every = ""\n'
         (self.root / "work").mkdir(exist_ok=True)
         self.root.joinpath("config.toml").write_text(
             f'workdir = "{self.root / "work"}"\n'
             f"[agent]\ncommand = {command}\ntimeout = \"{timeout}\"\nretries = {retries}\n"
             f"max_concurrent = {max_concurrent}\n"
-            f"[approvals]\nremind_every = \"\"\n{approvals}\n{extra}\n"
+            f"[approvals]\n{approvals}\n{never_remind}{extra}\n"
         )
 
     def scenario(self, data: dict) -> None:
