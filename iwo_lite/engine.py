@@ -9,6 +9,7 @@ imports DBOS (~0.6 s), so only commands that need DBOS import it, and lazily.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfig
@@ -17,11 +18,21 @@ from dbos._serialization import DBOSPortableJSON
 from iwo_lite.config import Config
 from iwo_lite.db import APP_NAME, QUEUE_NAME, REPLAY_VERSION, WORKFLOW_NAME, Home, prepare_home
 
-# recv() and queue dequeues are polled on SQLite. 0.1 s wakes a gate within ~100 ms of an
-# answer at a few % of a core for dozens of waiting gates; 0.2 s is ample for the queue
-# (a spec waits that long at most before its first step). Measured in bench/ (BENCHMARKS.md).
-NOTIFICATION_POLL_S = 0.1
+# recv() and queue dequeues are polled on SQLite, each waiter queried at every poll, so idle
+# CPU grows with open gates x poll rate. Every answer reaches a gate through the daemon, which
+# wakes the waiting recv at once (daemon.nudge_local_waiter), so the poll is only a fallback:
+# DBOS's default 1 s keeps 50 open gates at a few % of a core. 0.2 s for the queue: a spec
+# waits that long at most before its first step. Measured in bench/ (BENCHMARKS.md).
+# $IWO_NOTIFICATION_POLL_S overrides the first (the benchmark compares 0.1 s and 1 s).
+NOTIFICATION_POLL_S = 1.0
 QUEUE_POLL_S = 0.2
+
+
+def notification_poll_s() -> float:
+    try:
+        return max(0.01, float(os.environ.get("IWO_NOTIFICATION_POLL_S", NOTIFICATION_POLL_S)))
+    except ValueError:
+        return NOTIFICATION_POLL_S
 
 
 def dbos_config(config: Config) -> DBOSConfig:
@@ -31,7 +42,7 @@ def dbos_config(config: Config) -> DBOSConfig:
         "application_version": REPLAY_VERSION,
         "executor_id": config.executor_id,
         "serializer": DBOSPortableJSON,
-        "notification_listener_polling_interval_sec": NOTIFICATION_POLL_S,
+        "notification_listener_polling_interval_sec": notification_poll_s(),
         "log_level": "WARNING",
     }
     unknown = set(settings) - set(DBOSConfig.__annotations__)
