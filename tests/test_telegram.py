@@ -3,6 +3,7 @@ fake Bot API server on 127.0.0.1 (tests/fake_bot_api.py). Never the real Telegra
 
 from __future__ import annotations
 
+
 import pytest
 
 from conftest import DEFAULT_ROLE_COUNTS, wait_for
@@ -186,3 +187,19 @@ def test_gate_closes_at_restart_when_the_deadline_passed_while_down(home):
     home.wait_state(spec_id, "done", timeout=30)
     gate = home.spec(spec_id)["gates"][0]
     assert (gate["answer"], gate["answered_via"]) == ("approve", "timeout")
+
+
+def test_answers_wake_the_gate_at_once_not_at_the_next_poll(home, bot_api):
+    """With DBOS polling every 60 s, only the daemon's own wake-up can resume a spec promptly."""
+    telegram_home(home, bot_api, chats=(CHAT,))
+    home.env["IWO_NOTIFICATION_POLL_S"] = "60"
+    home.scenario({"roles": {"reviewer": [{"verdict": "blocker", "question": "A?"}],
+                             "deployer": [{"verdict": "blocker", "question": "B?"}]}})
+    spec_id = home.submit()
+    home.start()
+    home.wait_state(spec_id, "waiting")
+    home.cli("approve", spec_id, check=True)  # from the shell: a poke, then the wake-up
+    wait_for(lambda: home.spec(spec_id)["role"] == "deployer" and home.state(spec_id) == "waiting", 20)
+    message = bot_api.wait_for(lambda api: [m for m in api.sent_messages if "B?" in m["text"]])[0]
+    bot_api.push_callback(CHAT, ALICE, button(message, "Approve"))  # from Telegram
+    home.wait_state(spec_id, "done", timeout=20)
