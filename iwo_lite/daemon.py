@@ -73,6 +73,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         ledger = await Ledger.open(config.db_path) if config.db_path else None
         if ledger is None:
             raise UserError(f"database_url: {config.database_url_redacted}: only sqlite is supported by this build")
+        await ledger.daemon_started(os.getpid(), config.executor_id)
         gates = GateWaker(ledger)
         bot = _telegram_bot(config, ledger, gates.answer)
         loop.install(loop.Runtime(config, home, ledger, Dispatcher(config, home, ledger), bot))

@@ -110,6 +110,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX iwo_gate_messages_gate ON iwo_gate_messages (gate_id);
     """,
+    # 3: daemon starts (each one recovers the unfinished specs: the basis of "saved by replay")
+    """
+    CREATE TABLE iwo_daemon_starts (
+        started_at  TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        executor_id TEXT NOT NULL
+    );
+    CREATE INDEX iwo_attempts_finished ON iwo_attempts (finished_at);
+    """,
 ]
 
 

@@ -42,6 +42,10 @@ class Ledger:
         async with self._conn.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
+    async def daemon_started(self, pid: int, executor_id: str) -> None:
+        await self._write("INSERT INTO iwo_daemon_starts (started_at, pid, executor_id) VALUES (?, ?, ?)",
+                          (utc_now(), pid, executor_id))
+
     # -- specs -------------------------------------------------------------------------
 
     async def spec_running(self, spec_id: str, title: str, source: str | None, parent_id: str | None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbos import DBOS
-from dbos._error import DBOSWorkflowCancelledError
+from dbos._error import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError
 
 from iwo_lite import roles
 from iwo_lite.config import Config
@@ -180,7 +180,7 @@ async def spec_workflow(spec: dict) -> dict:
     except DBOSWorkflowCancelledError:
         raise
     except Exception as error:  # a bug or a broken home: record it; `resume` retries from here
-        await finish(spec["id"], "failed", f"{type(error).__name__}: {error}")
+        await finish(spec["id"], "failed", _describe(error))
         raise
     await finish(spec["id"], state, None)
     return {"state": state}
@@ -253,6 +253,14 @@ def _gate_question(outcome: dict, reason: str, reworks: int, max_rework: int) ->
                 "Approve to continue to docs, revise to send it back to the builder, or reject.")
     return (f"The {role} agent failed after {outcome['attempts']} attempt(s): {outcome['error']}. "
             f"Approve to continue as if the {role} had passed, revise to send it to the builder, or reject.")
+
+
+def _describe(error: Exception) -> str:
+    """One line for iwo_specs.error: the step's own last error when DBOS gave up retrying it."""
+    last = (getattr(error, "errors", None) or [None])[-1]
+    if isinstance(error, DBOSMaxStepRetriesExceeded) and last is not None:
+        return f"step {error.step_name} failed {error.max_retries} times; last: {type(last).__name__}: {last}"
+    return f"{type(error).__name__}: {error}"
 
 
 def _read_text(path: Path, limit: int | None = None) -> str:

@@ -78,9 +78,18 @@ def resume(config: Config, args: argparse.Namespace) -> int:
     if state not in ("cancelled", "failed"):
         raise UserError(f"{args.spec_id}: is {state}; only a cancelled or failed spec can be resumed")
     prepare_database(config)
+    with contextlib.closing(connect(config.db_path)) as conn:
+        failed_step = conn.execute(
+            "SELECT MIN(function_id) FROM operation_outputs WHERE workflow_uuid = ? AND error IS NOT NULL",
+            (args.spec_id,)).fetchone()[0]
     client = open_client(config)
     try:
-        client.resume_workflow(args.spec_id)
+        if state == "failed" and failed_step is not None:
+            # A failed step's error is recorded and would replay: rewind to it and run it again.
+            client.rewind_workflow(args.spec_id, start_step=failed_step, application_version=REPLAY_VERSION,
+                                   queue_name=QUEUE_NAME)
+        else:
+            client.resume_workflow(args.spec_id)
     finally:
         client.destroy()
     with contextlib.closing(connect(config.db_path)) as conn:

@@ -30,6 +30,22 @@ FROM iwo_specs s
 ORDER BY s.updated_at DESC, s.id
 {limit}
 """
+# "Saved by replay": what a daemon without checkpoints would have paid again. Each daemon start
+# recovers the unfinished specs and returns every dispatch they finished from the checkpoint;
+# a run collected or re-attached after a restart (reattached = 1) was not started again either.
+SAVED_SQL = """
+SELECT
+  (SELECT COALESCE(SUM(a.cost_usd), 0) FROM iwo_attempts a
+     JOIN iwo_specs s ON s.id = a.spec_id
+     JOIN iwo_daemon_starts d ON a.finished_at < d.started_at
+      AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at)
+   WHERE a.spec_id = :id)
+  + (SELECT COALESCE(SUM(cost_usd), 0) FROM iwo_attempts WHERE spec_id = :id AND reattached = 1) AS saved,
+  (SELECT COUNT(*) FROM iwo_daemon_starts d JOIN iwo_specs s ON s.id = :id
+    WHERE EXISTS (SELECT 1 FROM iwo_attempts a WHERE a.spec_id = s.id AND a.finished_at < d.started_at)
+      AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at))
+   AS recoveries
+"""
 STATE_STYLE = {"queued": "cyan", "running": "yellow", "waiting": "bold magenta", "done": "green",
                "rejected": "red", "failed": "bold red", "cancelled": "dim"}
 
@@ -80,10 +96,12 @@ def spec_trace(db_path: Path | None, spec_id: str) -> dict:
         gates = [dict(row) for row in conn.execute(
             "SELECT id, step, role, reason, question, opened_at, deadline, answer, note, answered_by,"
             " answered_via, answered_at FROM iwo_gates WHERE spec_id = ? ORDER BY step", (spec_id,))]
+        saved = conn.execute(SAVED_SQL, {"id": spec_id}).fetchone() if has_table(conn, "iwo_daemon_starts") else None
     for step in steps:
         step["attempts"] = [a for a in attempts if a["step"] == step["step"]]
         step["cost_usd"] = round(sum(a["cost_usd"] or 0 for a in step["attempts"]), 6)
-    return dict(specs[0], steps=steps, gates=gates)
+    saved_usd, recoveries = (round(saved[0], 6), saved[1]) if saved else (0.0, 0)
+    return dict(specs[0], saved_usd=saved_usd, recoveries=recoveries, steps=steps, gates=gates)
 
 
 def run_sql(db_path: Path | None, query: str) -> tuple[list[str], list[tuple]]:
@@ -125,23 +143,34 @@ def _span(seconds: int) -> str:
 
 
 def specs_table(specs: list[dict], more: int) -> Any:
+    """The spec table. Short columns keep their full width; title and question take what is left."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="iwo-lite specs", caption=f"{more} older spec(s) not shown: --all shows them" if more else None)
-    for column in ("id", "title", "state", "role", "step", "waiting on / error", "advanced", "dispatches", "$"):
-        table.add_column(column, overflow="fold", justify="right" if column in ("step", "dispatches", "$") else "left")
+    now = time.time()
+    rows = []
     for spec in specs:
         state = spec["state"]
         detail = ""
         if state == "waiting":
-            detail = f"{spec['question'] or ''} ({left(spec['deadline'])})"
+            detail = f"{spec['question'] or ''} ({left(spec['deadline'], now)})"
         elif state == "failed":
             detail = spec["error"] or ""
-        table.add_row(
-            spec["id"], spec["title"], f"[{STATE_STYLE.get(state, '')}]{state}[/]", spec["role"] or "",
-            f"{spec['step']:02d}" if spec["step"] else "", detail[:120], ago(spec["updated_at"]),
-            str(spec["dispatches"]), f"{spec['cost_usd']:.4f}",
-        )
+        rows.append([spec["id"], spec["title"], state, spec["role"] or "",
+                     f"{spec['step']:02d}" if spec["step"] else "", detail[:200], ago(spec["updated_at"], now),
+                     str(spec["dispatches"]), f"{spec['cost_usd']:.4f}"])
+    headers = ("id", "title", "state", "role", "NN", "waiting on / error", "advanced", "calls", "$")
+    table = Table(title="iwo-lite specs", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, expand=True,
+                  caption=f"{more} older spec(s) not shown: --all shows them" if more else None)
+    for index, header in enumerate(headers):
+        stretchy = header in ("title", "waiting on / error")
+        widest = max([len(header)] + [len(row[index]) for row in rows])
+        table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1 if stretchy else None,
+                         min_width=None if stretchy else widest,
+                         justify="right" if header in ("NN", "calls", "$") else "left")
+    for row in rows:
+        row[2] = f"[{STATE_STYLE.get(row[2], '')}]{row[2]}[/]"
+        table.add_row(*row)
     return table
 
 
@@ -152,10 +181,15 @@ def trace_view(trace: dict) -> Any:
     head = (f"[bold]{trace['id']}[/] — {trace['title']}\nstate [{STATE_STYLE.get(trace['state'], '')}]"
             f"{trace['state']}[/], role {trace['role'] or '-'}, step {trace['step']:02d}, "
             f"{trace['dispatches']} dispatch(es), ${trace['cost_usd']:.4f}")
+    if trace["recoveries"]:
+        head += (f"\nrecovered {trace['recoveries']} time(s); saved by replay ${trace['saved_usd']:.4f} "
+                 "(calls returned from the checkpoint or re-attached, not paid again)")
     if trace["error"]:
         head += f"\n[red]error: {trace['error']}[/]"
+    if trace.get("parent_id"):
+        head += f"\nforked from {trace['parent_id']}"
     steps = Table(title="dispatches")
-    for column in ("NN", "role", "attempt", "started", "took", "verdict", "$", "note"):
+    for column in ("NN", "role", "attempt", "started", "took", "verdict", "$", "handoff / note"):
         steps.add_column(column, overflow="fold")
     for step in trace["steps"]:
         for attempt in step["attempts"] or [None]:
@@ -165,6 +199,8 @@ def trace_view(trace: dict) -> Any:
             note = (attempt or {}).get("error") or ""
             if attempt and attempt["reattached"]:
                 note = ("re-attached after restart; " + note).rstrip("; ")
+            if step["handoff"] and (attempt is None or attempt["attempt"] == len(step["attempts"])):
+                note = (note + "\n" if note else "") + "specs/" + step["handoff"].rsplit("/specs/", 1)[-1]
             steps.add_row(
                 f"{step['step']:02d}", step["role"], str(attempt["attempt"]) if attempt else "-",
                 ((attempt or step)["started_at"] or "")[11:19], took, (attempt or {}).get("verdict") or step["verdict"] or "",

@@ -66,6 +66,7 @@ class IwoHome:
             FAKE_CLAUDE_LOG=str(self.log),
             FAKE_CLAUDE_SCENARIO=str(self.scenario_path),
             PYTHONUNBUFFERED="1",
+            COLUMNS="250",  # rich wraps tables at 80 columns when not on a terminal
         )
         self.scenario({})
         self.configure()
