@@ -162,6 +162,7 @@ class AgentConfig:
     max_concurrent: int = 2
     retries: int = 2
     dispatch: str = "subprocess"  # or "tmux"
+    tmux_keep: float = 600.0  # seconds a finished tmux window stays open ("10m")
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ class Config:
 # keys and to suggest the right one.
 _TOP_KEYS = ("database_url", "executor_id", "workdir", "agent", "roles", "loop", "approvals", "telegram")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "agent": ("command", "timeout", "max_concurrent", "retries", "dispatch"),
+    "agent": ("command", "timeout", "max_concurrent", "retries", "dispatch", "tmux_keep"),
     "loop": ("max_rework",),
     "approvals": ("timeout", "on_timeout", "remind_every"),
     "telegram": ("token_env", "allowed_chat_ids", "allowed_user_ids", "base_url"),
@@ -352,6 +353,7 @@ def _build(home: Path, path: Path | None, data: dict[str, Any], environ: Mapping
         max_concurrent=_get(src, "agent.max_concurrent", section, d.max_concurrent, _int_at_least(1)),
         retries=_get(src, "agent.retries", section, d.retries, _int_at_least(0)),
         dispatch=_get(src, "agent.dispatch", section, d.dispatch, _choice(DISPATCH_MODES)),
+        tmux_keep=_get(src, "agent.tmux_keep", section, d.tmux_keep, _duration),
     )
 
     # [roles.<role>]

@@ -12,8 +12,10 @@ import asyncio
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 from dbos import DBOS
@@ -22,9 +24,12 @@ from iwo_lite import loop
 from iwo_lite.config import Config
 from iwo_lite.db import QUEUE_NAME, Home
 from iwo_lite.dispatch import Dispatcher
-from iwo_lite.engine import QUEUE_POLL_S, dbos_config, prepare_database
+from iwo_lite.engine import QUEUE_POLL_S, dbos_config, enqueue_spec_in_daemon, prepare_database
 from iwo_lite.errors import UserError
+from iwo_lite.handoff import write_once
+from iwo_lite.inbox import InboxWatcher
 from iwo_lite.ledger import Ledger
+from iwo_lite.submit import Spec
 
 log = logging.getLogger("iwo_lite")
 LOCK_PATIENCE_S = 1.0
@@ -60,6 +65,8 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set or SIGINT/SIGTERM arrives."""
     home = Home(config.home)
     stop = stop or asyncio.Event()
+    if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
+        raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a poke before we listen must not kill us
     lock_fd = acquire_lock(home.lock)
     running = asyncio.get_running_loop()
@@ -82,10 +89,15 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         launched = True
         await DBOS.register_queue_async(QUEUE_NAME, polling_interval_sec=QUEUE_POLL_S)
         running.add_signal_handler(signal.SIGUSR1, gates.poke)
-        sweeper = asyncio.create_task(gates.sweep_forever(), name="iwo-wake-answered")  # noqa: F841 (held)
+        background = [  # held here: the loop keeps only weak references to tasks
+            asyncio.create_task(gates.sweep_forever(), name="iwo-wake-answered"),
+            asyncio.create_task(InboxWatcher(home.inbox, partial(submit_in_daemon, ledger, home)).run_forever(),
+                                name="iwo-inbox"),
+        ]
         if bot is not None:
             bot.start()
-        log.info("daemon running on %s (pid %d, executor %s)", home.root, os.getpid(), config.executor_id)
+        log.info("daemon running on %s (pid %d, executor %s, %d background tasks)", home.root, os.getpid(),
+                 config.executor_id, len(background))
         await stop.wait()
         log.info("stopping: agent runs in flight continue detached and are re-attached on the next start")
     finally:
@@ -110,6 +122,14 @@ async def _cancel_other_tasks() -> None:
         task.cancel()
     if others:
         await asyncio.wait(others, timeout=5)
+
+
+async def submit_in_daemon(ledger: Ledger, home: Home, spec: Spec) -> bool:
+    """Queue a spec from inside the daemon (the inbox); False when its id already existed."""
+    created = await ledger.spec_queued(spec.id, spec.title, spec.source)
+    write_once(home.spec_dir(spec.id) / "spec.md", spec.text)
+    await enqueue_spec_in_daemon(spec.workflow_input())
+    return created
 
 
 def _telegram_bot(config: Config, ledger: Ledger, answer_gate):

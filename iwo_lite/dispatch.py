@@ -13,7 +13,9 @@ directory under `runs/<spec>/<NN>-<role>/attempt-<k>/`:
     timed_out    written by the daemon before it kills a run that overran agent.timeout
 
 The wrapper is `/bin/sh` in a session of its own (so a daemon crash does not kill it and a
-timeout can kill the whole process group). The directory is the journal of the attempt
+timeout can kill the whole process group): a child of the daemon started with
+start_new_session, or with agent.dispatch = "tmux" the shell of a tmux window (tmux makes
+each pane's process a session leader), which also shows the output live. The directory is the journal of the attempt
 loop: on recovery, a finished run is collected, a live run is re-attached (its pid and
 start time must both match, so a reused pid is never mistaken for it), and only a run
 that never started is started. Each dispatch is therefore paid for once.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -45,6 +48,21 @@ WRAPPER = (
     'code=$?\n'
     'echo $code > "$IWO_RUN_DIR/exit.tmp" && mv -f "$IWO_RUN_DIR/exit.tmp" "$IWO_RUN_DIR/exit"\n'
 )
+# tmux mode: the pane's shell runs the same journaled wrapper in the background, shows the
+# agent's output live with `tail -f`, and keeps the window open for agent.tmux_keep seconds.
+TMUX_WRAPPER = (
+    'agent_umask=$(umask); umask 077\n'
+    'echo $$ > "$IWO_RUN_DIR/pid.wrapper"\n'
+    ': > "$IWO_RUN_DIR/stdout"; : > "$IWO_RUN_DIR/stderr"\n'
+    '( (umask "$agent_umask"; exec "$@") < "$IWO_RUN_DIR/prompt.md" > "$IWO_RUN_DIR/stdout" 2> "$IWO_RUN_DIR/stderr"\n'
+    '  code=$?; echo $code > "$IWO_RUN_DIR/exit.tmp" && mv -f "$IWO_RUN_DIR/exit.tmp" "$IWO_RUN_DIR/exit" ) &\n'
+    'tail -f "$IWO_RUN_DIR/stdout" "$IWO_RUN_DIR/stderr" & viewer=$!\n'
+    'while [ ! -f "$IWO_RUN_DIR/exit" ]; do sleep 0.2; done\n'
+    'sleep 0.3; kill $viewer 2>/dev/null\n'
+    'echo; echo "[iwo-lite] $IWO_SPEC_ID $IWO_ROLE attempt $IWO_ATTEMPT exited $(cat "$IWO_RUN_DIR/exit")"\n'
+    'sleep "$IWO_TMUX_KEEP"\n'
+)
+TMUX_SESSION = "iwo"
 LAUNCH_GRACE_S = 3.0  # how long a run with a `launch` marker but no pid may take to show one
 POLL_S = 0.05  # how often a re-attached run is checked
 KILL_GRACE_S = 3.0  # SIGTERM to SIGKILL
@@ -222,27 +240,53 @@ class Dispatcher:
         env.pop(self.config.telegram.token_env, None)
         return env
 
-    async def _start(self, request: DispatchRequest, attempt: int, run: RunDir) -> asyncio.subprocess.Process:
+    async def _start(self, request: DispatchRequest, attempt: int, run: RunDir) -> asyncio.subprocess.Process | None:
+        """Start the attempt; the process handle in subprocess mode, None in tmux mode or on failure."""
         run.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         request.handoff_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         run.write("prompt.md", request.prompt)
         run.write("launch", iso_utc(time.time()) + "\n")
         argv = self._argv(request.role)
+        env = self._env(request, attempt, run)
+        proc = None
         try:
-            proc = await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", WRAPPER, "iwo-run", *argv,
-                cwd=self.config.workdir, env=self._env(request, attempt, run),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, close_fds=True,
-            )
+            if self.config.agent.dispatch == "tmux":
+                pid = await self._start_in_tmux(request, argv, env)
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    "/bin/sh", "-c", WRAPPER, "iwo-run", *argv,
+                    cwd=self.config.workdir, env=env,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True, close_fds=True,
+                )
+                pid = proc.pid
         except OSError as error:  # e.g. workdir missing: the attempt fails, the loop goes on
             run.write("stderr", f"iwo-lite could not start the agent: {error}\n")
             run.write("exit", "127\n")
             await self._record_start(request, attempt, run, reattached=False)
-            return None  # type: ignore[return-value]
-        run.write("pid", f"{proc.pid} {process_start_time(proc.pid) or '?'}\n")
+            return None
+        run.write("pid", f"{pid} {process_start_time(pid) or '?'}\n")
         await self._record_start(request, attempt, run, reattached=False)
         return proc
+
+    async def _start_in_tmux(self, request: DispatchRequest, argv: list[str], env: dict[str, str]) -> int:
+        """Open window `<spec>:<role>` in tmux session `iwo` running the wrapper; the pane's pid.
+
+        The pane inherits the tmux server's environment (the daemon's, when the daemon started
+        the server); the IWO_* variables are passed with -e, and the Telegram token is unset.
+        """
+        if await _tmux("has-session", "-t", TMUX_SESSION, check=False) != 0:
+            await _tmux("new-session", "-d", "-s", TMUX_SESSION, "-n", "iwo-lite", check=False)
+        passed = {k: v for k, v in env.items() if k.startswith("IWO_")}
+        passed["IWO_TMUX_KEEP"] = f"{self.config.agent.tmux_keep:g}"
+        command = ["env", "-u", self.config.telegram.token_env, "/bin/sh", "-c", TMUX_WRAPPER, "iwo-run", *argv]
+        out = await _tmux(
+            "new-window", "-d", "-t", f"{TMUX_SESSION}:", "-n", f"{request.spec_id}:{request.role}",
+            "-c", str(self.config.workdir), "-P", "-F", "#{pane_pid}",
+            *[arg for key, value in passed.items() for arg in ("-e", f"{key}={value}")],
+            shlex.join(command), capture=True,
+        )
+        return int(out.strip())
 
     async def _record_start(self, request: DispatchRequest, attempt: int, run: RunDir, reattached: bool) -> None:
         recorded = run.recorded_pid()
@@ -313,6 +357,16 @@ class Dispatcher:
             num_turns=answer.num_turns, error=answer.error,
         )
         return answer
+
+
+async def _tmux(*args: str, check: bool = True, capture: bool = False):
+    """Run a tmux command; its stdout when `capture`, else its exit status."""
+    proc = await asyncio.create_subprocess_exec(
+        "tmux", *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise OSError(f"tmux {args[0]} failed: {err.decode(errors='replace').strip()}")
+    return out.decode() if capture else proc.returncode
 
 
 def _group_alive(group: int) -> bool:

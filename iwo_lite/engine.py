@@ -67,16 +67,23 @@ def open_client(config: Config) -> DBOSClient:
     )
 
 
+def enqueue_options(spec_id: str) -> dict:
+    """The spec's workflow, under the spec's own id: the same id again attaches, never re-runs."""
+    return {
+        "workflow_name": WORKFLOW_NAME,
+        "queue_name": QUEUE_NAME,
+        "workflow_id": spec_id,
+        "app_version": REPLAY_VERSION,
+        "application_name": APP_NAME,
+    }
+
+
 def enqueue_spec(client: DBOSClient, spec: dict) -> str:
-    """Queue the spec's workflow under its own id; the same id again attaches, never re-runs."""
-    handle = client.enqueue(
-        {
-            "workflow_name": WORKFLOW_NAME,
-            "queue_name": QUEUE_NAME,
-            "workflow_id": spec["id"],
-            "app_version": REPLAY_VERSION,
-            "application_name": APP_NAME,
-        },
-        spec,
-    )
+    """Queue from outside the daemon (the shell's `submit`)."""
+    return client.enqueue(enqueue_options(spec["id"]), spec).get_workflow_id()
+
+
+async def enqueue_spec_in_daemon(spec: dict) -> str:
+    """Queue from inside the launched daemon (the inbox)."""
+    handle = await DBOS.enqueue_workflow_with_options_async(enqueue_options(spec["id"]), spec)
     return handle.get_workflow_id()

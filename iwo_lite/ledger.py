@@ -48,6 +48,13 @@ class Ledger:
 
     # -- specs -------------------------------------------------------------------------
 
+    async def spec_queued(self, spec_id: str, title: str, source: str | None) -> bool:
+        """Record a submitted spec; False when the id already existed."""
+        now = utc_now()
+        return await self._write(
+            "INSERT OR IGNORE INTO iwo_specs (id, title, state, source, created_at, updated_at)"
+            " VALUES (?, ?, 'queued', ?, ?, ?)", (spec_id, title, source, now, now)) == 1
+
     async def spec_running(self, spec_id: str, title: str, source: str | None, parent_id: str | None) -> None:
         now = utc_now()
         await self._write(
