@@ -59,8 +59,12 @@ def install_redaction(token: str) -> RedactToken:
     return redactor
 
 
-def gate_text(gate: dict) -> str:
-    return (f"iwo-lite — spec {gate['spec_id']}: {gate['title']}\n"
+REMINDER_PREFIX = "Reminder — still waiting for an answer.\n\n"
+
+
+def gate_text(gate: dict, kind: str = "question") -> str:
+    prefix = REMINDER_PREFIX if kind == "reminder" else ""
+    return (f"{prefix}iwo-lite — spec {gate['spec_id']}: {gate['title']}\n"
             f"The {gate['role']} asks (gate {gate['gate_id']}):\n\n{gate['question']}\n\n"
             f"Deadline: {gate['deadline']} (then: {gate['on_timeout']})\n"
             "Reply to this message to send the spec back to the builder with your text.")
@@ -157,7 +161,7 @@ class TelegramBot:
             InlineKeyboardButton("Approve", callback_data=f"g{gate['rowid']}:a"),
             InlineKeyboardButton("Reject", callback_data=f"g{gate['rowid']}:r"),
         ]])
-        text = gate_text(gate) if kind == "question" else "Reminder — still waiting for an answer.\n\n" + gate_text(gate)
+        text = gate_text(gate, kind)
         sent: list[tuple[int, int]] = []
         for chat_id in self.config.telegram.allowed_chat_ids:
             try:
@@ -175,9 +179,9 @@ class TelegramBot:
             return
         suffix = f"\n\nAnswered: {answer}" + (f" ({note})" if note else "") + f" — by {by} via {via}"
         for chat_id, message_id, kind in await self.ledger.gate_messages(gate["gate_id"]):
-            base = gate_text(gate) if kind == "question" else "Reminder — " + gate_text(gate)
             try:
-                await self.app.bot.edit_message_text(base + suffix, chat_id=chat_id, message_id=message_id)
+                await self.app.bot.edit_message_text(gate_text(gate, kind) + suffix, chat_id=chat_id,
+                                                     message_id=message_id)
             except Exception as error:  # "message is not modified", deleted messages: nothing to do
                 log.debug("telegram: edit of %s/%s: %s", chat_id, message_id, type(error).__name__)
 
