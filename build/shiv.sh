@@ -1,12 +1,64 @@
 #!/usr/bin/env bash
 # Build dist/iwo-lite.pyz, one file to carry, with shiv from the pinned versions in requirements.lock.
-# (Reproducibility checks, start-up figures and CI smoke tests arrive with the zipapp issue.)
+#
+#   bash build/shiv.sh [OUTPUT]        # default OUTPUT: dist/iwo-lite.pyz
+#
+# Reproducible: two builds of the same tree give the same sha256 (tests/test_zipapp.py checks it).
+#   - every version is pinned: the dependencies by requirements.lock, the build tools (shiv,
+#     setuptools) by build/requirements-build.txt, installed into their own venv (build/venv,
+#     created on first use; $IWO_BUILD_VENV to use another one);
+#   - the iwo-lite wheel is built first, without build isolation, from a clean copy of the
+#     sources (no stale build/ or egg-info), with SOURCE_DATE_EPOCH = the last commit's time;
+#   - pip installs it and the dependencies into a staging directory, and build/normalize_site.py
+#     removes what names the build machine's paths (bin/ scripts, direct_url.json, their RECORD rows);
+#   - shiv --reproducible sorts the entries and stamps every one with SOURCE_DATE_EPOCH.
+# The .pyz carries compiled wheels (greenlet, psycopg-binary, SQLAlchemy): it runs on the Python
+# minor version and platform it was built with ($PYTHON, default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv build/venv
-build/venv/bin/pip install -q -c requirements.lock 'shiv==1.0.8'
-mkdir -p dist
-build/venv/bin/shiv -c iwo-lite -o dist/iwo-lite.pyz --python '/usr/bin/env python3' --compressed --reproducible \
-    --constraint requirements.lock .
-ls -l dist/iwo-lite.pyz
-sha256sum dist/iwo-lite.pyz
+
+out=${1:-dist/iwo-lite.pyz}
+python=${PYTHON:-python3}
+venv=${IWO_BUILD_VENV:-build/venv}
+umask 022
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
+export SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/pip" install -q -c requirements.lock -r build/requirements-build.txt
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/iwo-lite-shiv.XXXXXX")
+trap 'rm -rf "$work" "$out.tmp"' EXIT
+
+# 1. The sources the wheel is made of, copied clean.
+mkdir -p "$work/src"
+cp pyproject.toml README.md "$work/src/"
+for extra in setup.py setup.cfg MANIFEST.in LICENSE LICENSE.txt; do
+    if [ -e "$extra" ]; then cp "$extra" "$work/src/"; fi
+done
+cp -R iwo_lite "$work/src/iwo_lite"
+find "$work/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+find "$work/src" -name '*.py[co]' -delete
+
+# 2. The iwo-lite wheel, then everything into a staging site-packages.
+"$venv/bin/pip" wheel -q --no-deps --no-build-isolation -w "$work/wheel" "$work/src"
+"$venv/bin/pip" install -q --no-compile --no-warn-script-location --target "$work/site" \
+    -c requirements.lock "$work"/wheel/iwo_lite-*.whl
+"$venv/bin/python" build/normalize_site.py "$work/site"
+
+# 3. The zipapp, written beside its destination and renamed into place (a running copy is not torn).
+mkdir -p "$(dirname "$out")"
+"$venv/bin/shiv" -c iwo-lite -o "$out.tmp" --python '/usr/bin/env python3' --compressed --reproducible --compile-pyc \
+    --site-packages "$work/site"
+mv -f "$out.tmp" "$out"
+
+"$venv/bin/python" - "$out" <<'EOF'
+import hashlib, os, sys
+path = os.path.abspath(sys.argv[1])
+data = open(path, "rb").read()
+print(f"path:   {path}")
+print(f"size:   {len(data)} bytes ({len(data) / 2**20:.1f} MiB)")
+print(f"sha256: {hashlib.sha256(data).hexdigest()}")
+EOF

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("--from", dest="from_role", required=True, metavar="ROLE")
     command("demo", "the whole loop on a sample spec with a built-in offline agent, in a temporary home")
     command("doctor", "check config, agent command, database, tmux and Telegram settings")
+    service = command("service", "run the daemon as a user service: systemd (Linux) or launchd (macOS)")
+    service.add_argument("action", choices=["install"], help="install: write the unit / plist file")
+    service.add_argument("--print", dest="print_only", action="store_true",
+                         help="print the file instead of writing it")
     return parser
 
 
@@ -147,4 +151,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from iwo_lite.doctor import run_doctor
 
         return run_doctor(config)
+    if args.command == "service":
+        from iwo_lite.service import install
+
+        return install(config, args)
     raise UserError(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first

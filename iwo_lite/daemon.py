@@ -22,7 +22,7 @@ from dbos import DBOS
 
 from iwo_lite import loop
 from iwo_lite.config import Config
-from iwo_lite.db import QUEUE_NAME, Home
+from iwo_lite.db import QUEUE_NAME, REPLAY_VERSION, Home
 from iwo_lite.dispatch import Dispatcher
 from iwo_lite.engine import QUEUE_POLL_S, dbos_config, enqueue_spec_in_daemon, prepare_database
 from iwo_lite.errors import UserError
@@ -98,6 +98,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             bot.start()
         log.info("daemon running on %s (pid %d, executor %s, %d background tasks)", home.root, os.getpid(),
                  config.executor_id, len(background))
+        await _warn_of_other_replay_versions(ledger)
         await stop.wait()
         log.info("stopping: agent runs in flight continue detached and are re-attached on the next start")
     finally:
@@ -112,6 +113,16 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             running.remove_signal_handler(sig)
         os.close(lock_fd)
+
+
+async def _warn_of_other_replay_versions(ledger: Ledger) -> None:
+    """Unfinished specs started by a build with another REPLAY_VERSION: this daemon leaves them be."""
+    rows = await ledger.fetch_all(
+        "SELECT application_version, COUNT(*) FROM workflow_status WHERE status IN ('PENDING', 'ENQUEUED')"
+        " AND application_version IS NOT ? GROUP BY 1", (REPLAY_VERSION,))
+    for version, count in rows:
+        log.warning("%d unfinished spec(s) were started by a build with replay version %s; this build (%s) "
+                    "will not run them: see `iwo-lite doctor`", count, version, REPLAY_VERSION)
 
 
 async def _cancel_other_tasks() -> None:

@@ -1,8 +1,9 @@
 """`iwo-lite doctor`: check the setup and say what is wrong and how to fix it.
 
 Owns the checks: config (already loaded by the time we run), agent command on PATH, workdir,
-database (integrity, WAL, mode 0600, migrations), who holds the daemon lock, tmux (when
-agent.dispatch = "tmux"), and Telegram settings (the token's presence, never its value).
+database (integrity, WAL, mode 0600, migrations, unfinished specs of another replay version),
+who holds the daemon lock, tmux (when agent.dispatch = "tmux"), and Telegram settings (the
+token's presence, never its value).
 No DBOS import. Exit 0 when every check passes, 1 otherwise.
 """
 
@@ -15,7 +16,7 @@ import shutil
 import stat
 
 from iwo_lite.config import Config
-from iwo_lite.db import MIGRATIONS, Home, connect_readonly, has_table
+from iwo_lite.db import MIGRATIONS, REPLAY_VERSION, Home, connect_readonly, has_table
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK
 
 
@@ -65,7 +66,24 @@ def _database_checks(config: Config) -> list[tuple[bool, str, str]]:
             conn, "iwo_migrations") else 0
         results.append((version == len(MIGRATIONS), f"iwo_ schema version: {version} of {len(MIGRATIONS)}",
                         "run `iwo-lite run` to migrate"))
+        if has_table(conn, "workflow_status"):
+            results.append(_replay_check(conn))
     return results
+
+
+def _replay_check(conn) -> tuple[bool, str, str]:
+    """Unfinished workflows of another replay version: this build's DBOS never recovers them."""
+    rows = conn.execute(
+        "SELECT application_version, COUNT(*) FROM workflow_status WHERE status IN ('PENDING', 'ENQUEUED')"
+        " AND application_version IS NOT ? GROUP BY 1 ORDER BY 1", (REPLAY_VERSION,)).fetchall()
+    if not rows:
+        return True, f"replay version: {REPLAY_VERSION} (no unfinished specs of another version)", ""
+    count = sum(row[1] for row in rows)
+    versions = ", ".join(f"{row[0]}: {row[1]}" for row in rows)
+    return (False, f"replay version: {count} unfinished spec(s) of another version ({versions}); "
+            f"this build ({REPLAY_VERSION}) will not recover them",
+            "stop this daemon and run the build that started them (`iwo-lite run`, same home) until they "
+            "are done (doctor passes), then start this build again")
 
 
 def _lock_check(home: Home) -> tuple[bool, str, str]:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# CI: build the zipapp with build/shiv.sh, then smoke-test it from a directory outside the
+# checkout, with HOME, SHIV_ROOT, TMPDIR and IWO_HOME in a scratch directory:
+# `--version` (also through the shebang), `demo` (the whole loop, DBOS included), `status`
+# of the demo's home (the spec is done) and of an empty home. Any failure exits non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+python=${PYTHON:-python3}
+pyz=$repo/dist/iwo-lite.pyz
+
+bash build/shiv.sh "$pyz"
+
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/iwo-lite-smoke.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+trap 'echo "ci-smoke: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
+mkdir -p "$scratch/home" "$scratch/tmp" "$scratch/cwd"
+cd "$scratch/cwd"
+export HOME=$scratch/home SHIV_ROOT=$scratch/shiv TMPDIR=$scratch/tmp IWO_HOME=$scratch/iwo COLUMNS=200
+unset PYTHONPATH
+
+version=$("$python" "$pyz" --version)
+echo "$version"
+[[ $version == "iwo-lite "* ]]
+[[ $("$pyz" --version) == "$version" ]]                 # the shebang (/usr/bin/env python3) works too
+
+"$python" "$pyz" demo
+demo_home=$(ls -d "$TMPDIR"/iwo-lite-demo-*)
+"$python" "$pyz" --home "$demo_home" status
+"$python" "$pyz" --home "$demo_home" status demo-greet --json \
+    | "$python" -c 'import json, sys; [spec] = json.load(sys.stdin); assert spec["state"] == "done", spec'
+"$python" "$pyz" status                                 # an empty home: an empty table, exit 0
+[[ $("$python" "$pyz" status --json) == "[]" ]]
+echo "ci-smoke: the zipapp works from $scratch/cwd"
