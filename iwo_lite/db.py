@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -173,6 +174,28 @@ class Home:
 
     def run_dir(self, spec_id: str, step: int, role: str, attempt: int) -> Path:
         return self.runs / spec_id / f"{step:02d}-{role}" / f"attempt-{attempt}"
+
+
+def daemon_pid(lock_path: Path) -> int | None:
+    """The pid of the daemon holding `lock_path`, or None when no daemon holds it.
+
+    Takes a shared flock for a moment: it fails only while a daemon holds the exclusive one,
+    so the pid written in the file is then the live daemon's (never a stale, reused pid).
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def prepare_home(home: Home, db_path: Path | None) -> None:

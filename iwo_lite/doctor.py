@@ -10,13 +10,12 @@ No DBOS import. Exit 0 when every check passes, 1 otherwise.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import stat
 
 from iwo_lite.config import Config
-from iwo_lite.db import MIGRATIONS, REPLAY_VERSION, Home, connect_readonly, has_table
+from iwo_lite.db import MIGRATIONS, REPLAY_VERSION, Home, connect_readonly, daemon_pid, has_table
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK
 
 
@@ -87,17 +86,8 @@ def _replay_check(conn) -> tuple[bool, str, str]:
 
 
 def _lock_check(home: Home) -> tuple[bool, str, str]:
-    if not home.lock.exists():
-        return True, "daemon: not running", ""
-    fd = os.open(home.lock, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        return True, f"daemon: running (pid {holder})", ""
-    finally:
-        os.close(fd)
-    return True, "daemon: not running", ""
+    pid = daemon_pid(home.lock)
+    return True, f"daemon: running (pid {pid})" if pid else "daemon: not running", ""
 
 
 def run_doctor(config: Config) -> int:

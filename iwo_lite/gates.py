@@ -12,14 +12,13 @@ policy) is in daemon.py and loop.py.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import os
 import signal
 from pathlib import Path
 
 from iwo_lite.config import Config
-from iwo_lite.db import Home, connect, utc_now
+from iwo_lite.db import Home, connect, daemon_pid, utc_now
 from iwo_lite.errors import UserError
 from iwo_lite.roles import ANSWERS
 
@@ -85,24 +84,14 @@ def record_answer(config: Config, spec_id: str, answer: str, note: str, *, by: s
 
 def poke_daemon(lock_path: Path) -> bool:
     """Tell a running daemon to wake answered gates now; False when no daemon holds the lock."""
+    pid = daemon_pid(lock_path)
+    if pid is None:
+        return False  # the daemon wakes the gate when it starts
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        os.kill(pid, signal.SIGUSR1)
+    except (ProcessLookupError, PermissionError):
         return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:  # held: the pid in the file is the live daemon's
-            pid_text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            if pid_text.isdigit():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(pid_text), signal.SIGUSR1)
-                    return True
-            return False
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False  # nobody holds it: the daemon will wake the gate when it starts
-    finally:
-        os.close(fd)
+    return True
 
 
 def _user() -> str:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import pid_alive, wait_for
+from conftest import pid_alive
 import fake_claude
 
 

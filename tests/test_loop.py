@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 
-from conftest import DEFAULT_ROLE_COUNTS, pid_alive, wait_for
+from conftest import DEFAULT_ROLE_COUNTS, wait_for
 import fake_claude
 
 
