@@ -93,9 +93,33 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a failure while working: one line, traceback only with --debug
         if args.debug:
             raise
-        print(f"iwo-lite: {args.command} failed: {type(error).__name__}: {error} (--debug shows more)",
+        if _is_corrupt_database(error):  # bad input: the file at fault, exit 2
+            print(f"iwo-lite: {_db_path_hint(args)}: {_first_line(error)} (restore it from a backup: see README)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        print(f"iwo-lite: {args.command} failed: {type(error).__name__}: {_first_line(error)} (--debug shows more)",
               file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _is_corrupt_database(error: BaseException) -> bool:
+    """SQLite's (or SQLAlchemy's wrapping of) "file is not a database" / "malformed"."""
+    text = str(error)
+    kind = type(error)
+    is_db_error = kind.__name__ == "DatabaseError" or any(k.__name__ == "DatabaseError" for k in kind.__mro__)
+    return is_db_error and ("file is not a database" in text or "disk image is malformed" in text)
+
+
+def _db_path_hint(args: argparse.Namespace) -> str:
+    try:
+        return str(resolve_home(args.home) / "iwo.sqlite")
+    except Exception:
+        return "the database"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def _setup_logging(debug: bool) -> None:
@@ -107,7 +131,13 @@ def _setup_logging(debug: bool) -> None:
 
 def _config(args: argparse.Namespace) -> Config:
     home = resolve_home(args.home)
-    return load_config(home, Path(args.config) if args.config else None)
+    if home.exists() and not home.is_dir():
+        raise UserError(f"{home}: the home is not a directory (--home, $IWO_HOME)")
+    config = load_config(home, Path(args.config) if args.config else None)
+    if not config.is_sqlite and args.command != "doctor":
+        raise UserError(f"database_url: {config.database_url_redacted}: this build runs on SQLite only "
+                        "(Postgres support is not finished)")
+    return config
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:

@@ -77,9 +77,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     bot = None
     try:
         await asyncio.to_thread(prepare_database, config)
-        ledger = await Ledger.open(config.db_path) if config.db_path else None
-        if ledger is None:
-            raise UserError(f"database_url: {config.database_url_redacted}: only sqlite is supported by this build")
+        ledger = await Ledger.open(config.db_path)  # SQLite only for now: the CLI checked database_url
         await ledger.daemon_started(os.getpid(), config.executor_id)
         gates = GateWaker(ledger)
         bot = _telegram_bot(config, ledger, gates.answer)

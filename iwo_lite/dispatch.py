@@ -37,7 +37,7 @@ from pathlib import Path
 
 from iwo_lite.config import Config
 from iwo_lite.db import Home, iso_utc
-from iwo_lite.handoff import AgentAnswer, parse_agent_output
+from iwo_lite.handoff import AgentAnswer, clean, parse_agent_output
 from iwo_lite.ledger import Ledger
 
 WRAPPER = (
@@ -346,7 +346,12 @@ class Dispatcher:
             answer = AgentAnswer(error="agent process vanished without an exit status "
                                  "(killed, or the machine restarted)")
         else:
-            answer = parse_agent_output(request.role, _read_capped(run.file("stdout")), exit_code)
+            stdout = _read_capped(run.file("stdout"))
+            if stdout is None:
+                answer = AgentAnswer(error=f"agent output is over {MAX_STDOUT_BYTES // 2**20} MiB; not read "
+                                     f"(see {run.file('stdout')})")
+            else:
+                answer = parse_agent_output(request.role, stdout, exit_code)
             stderr_tail = _tail(run.file("stderr"))
             if answer.error and stderr_tail:
                 answer = replace(answer, error=f"{answer.error}; stderr: {stderr_tail}")
@@ -387,17 +392,18 @@ def _tail(path: Path, limit: int = 300) -> str:
             lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except FileNotFoundError:
         return ""
-    return lines[-1][-limit:] if lines else ""
+    return clean(lines[-1][-limit:]) if lines else ""
 
 
-def _read_capped(path: Path) -> str:
+def _read_capped(path: Path) -> str | None:
+    """The file's text, "" when missing, None when over MAX_STDOUT_BYTES (left unread in runs/)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_STDOUT_BYTES + 1)
     except FileNotFoundError:
         return ""
     if len(data) > MAX_STDOUT_BYTES:
-        return ""  # parse reports "printed nothing"; the file stays in runs/ for a look
+        return None
     return data.decode("utf-8", errors="replace")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sqlite3
 import stat
 
 from iwo_lite.config import Config
@@ -48,6 +49,13 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
 
 
 def _database_checks(config: Config) -> list[tuple[bool, str, str]]:
+    try:
+        return _inspect_database(config)
+    except sqlite3.DatabaseError as error:  # not a database, malformed, locked for too long
+        return [(False, f"database: {config.db_path}: {error}", "restore it from a backup (see README: Backups)")]
+
+
+def _inspect_database(config: Config) -> list[tuple[bool, str, str]]:
     db_path = config.db_path
     if db_path is None:
         return [(True, f"database: {config.database_url_redacted}", "")]

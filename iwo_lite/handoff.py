@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 from iwo_lite.roles import VERDICTS
@@ -68,13 +69,13 @@ def parse_agent_output(role: str, stdout: str, exit_code: int | None) -> AgentAn
     if verdict not in allowed:
         return AgentAnswer(**base, error=f"unknown verdict {verdict!r} for {role} (expected one of "
                            f"{', '.join(allowed)})")
-    question = str(verdict_obj.get("question") or "").strip()
+    question = clean(str(verdict_obj.get("question") or "")).strip()
     if verdict == "blocker" and not question:
         return AgentAnswer(**base, error="verdict blocker without a question")
     return AgentAnswer(
         **base,
         verdict=verdict,
-        summary=str(verdict_obj.get("summary") or "").strip(),
+        summary=clean(str(verdict_obj.get("summary") or "")).strip(),
         question=question,
     )
 
@@ -84,25 +85,30 @@ def _find_verdict(payload: dict) -> dict | None:
     if isinstance(structured, dict) and "verdict" in structured:
         return structured
     result = payload.get("result")
-    if not isinstance(result, str):
+    blocks = _FENCED_JSON.findall(result) if isinstance(result, str) else []
+    if not blocks:
         return None
-    for block in reversed(_FENCED_JSON.findall(result)):
-        try:
-            candidate = json.loads(block)
-        except ValueError:
-            continue
-        if isinstance(candidate, dict) and "verdict" in candidate:
-            return candidate
+    try:  # the LAST block is the verdict; if it does not parse, the answer is unreadable
+        candidate = json.loads(blocks[-1])
+    except ValueError:
         return None
-    return None
+    return candidate if isinstance(candidate, dict) and "verdict" in candidate else None
 
 
 def _number(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """Agent text made safe to store and print: control characters (terminal escapes) dropped."""
+    return _CONTROL.sub("", text)
+
+
 def _clip(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
+    flat = " ".join(clean(text).split())
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
 
@@ -131,7 +137,12 @@ def render_handoff(*, spec_id: str, step: int, role: str, answer: AgentAnswer, a
 
 
 def write_once(path: Path, text: str) -> bool:
-    """Write `text` to `path` atomically unless it exists; True when this call wrote it."""
+    """Write `text` to `path` atomically unless it exists; True when this call wrote it.
+
+    A temp file left by a write that a kill -9 cut short (`.<name>.XXXXXXXX`) is removed.
+    """
+    for leftover in path.parent.glob(f".{glob_escape(path.name)}.*") if path.parent.is_dir() else ():
+        leftover.unlink(missing_ok=True)
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ class InboxWatcher:
 
     async def take(self, path: Path) -> None:
         try:
-            spec = load_spec(path, None)
+            spec = await asyncio.to_thread(load_spec, path, None)  # reading stays off the event loop
         except UserError as error:
             target = _free_name(self.inbox / "rejected", path.name)
             os.replace(path, target)

@@ -16,6 +16,7 @@ from typing import Any
 
 from iwo_lite.db import connect_readonly, has_table, parse_utc
 from iwo_lite.errors import UserError
+from iwo_lite.handoff import clean
 
 TABLE_LIMIT = 50
 SPEC_FIELDS = ("id", "title", "state", "role", "step", "question", "deadline", "updated_at",
@@ -46,6 +47,13 @@ SELECT
       AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at))
    AS recoveries
 """
+def _safe(value: object) -> str:
+    """A database value made safe to print in a rich table: no terminal escapes, no markup."""
+    from rich.markup import escape
+
+    return escape(clean("" if value is None else str(value)))
+
+
 STATE_STYLE = {"queued": "cyan", "running": "yellow", "waiting": "bold magenta", "done": "green",
                "rejected": "red", "failed": "bold red", "cancelled": "dim"}
 
@@ -108,6 +116,7 @@ def run_sql(db_path: Path | None, query: str) -> tuple[list[str], list[tuple]]:
     if db_path is None or not db_path.exists():
         raise UserError(f"status --sql: no database at {db_path}")
     conn = connect_readonly(db_path)
+    conn.set_authorizer(_deny_attach)  # ATTACH and VACUUM INTO would create files elsewhere
     try:
         cursor = conn.execute(query)
         columns = [d[0] for d in cursor.description or ()]
@@ -116,6 +125,10 @@ def run_sql(db_path: Path | None, query: str) -> tuple[list[str], list[tuple]]:
         raise UserError(f"status --sql: {error}")
     finally:
         conn.close()
+
+
+def _deny_attach(action: int, *_: object) -> int:
+    return sqlite3.SQLITE_DENY if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH) else sqlite3.SQLITE_OK
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -169,6 +182,7 @@ def specs_table(specs: list[dict], more: int) -> Any:
                          min_width=None if stretchy else widest,
                          justify="right" if header in ("NN", "calls", "$") else "left")
     for row in rows:
+        row = [_safe(cell) for cell in row]
         row[2] = f"[{STATE_STYLE.get(row[2], '')}]{row[2]}[/]"
         table.add_row(*row)
     return table
@@ -178,14 +192,14 @@ def trace_view(trace: dict) -> Any:
     from rich.console import Group
     from rich.table import Table
 
-    head = (f"[bold]{trace['id']}[/] — {trace['title']}\nstate [{STATE_STYLE.get(trace['state'], '')}]"
+    head = (f"[bold]{_safe(trace['id'])}[/] — {_safe(trace['title'])}\nstate [{STATE_STYLE.get(trace['state'], '')}]"
             f"{trace['state']}[/], role {trace['role'] or '-'}, step {trace['step']:02d}, "
             f"{trace['dispatches']} dispatch(es), ${trace['cost_usd']:.4f}")
     if trace["recoveries"]:
         head += (f"\nrecovered {trace['recoveries']} time(s); saved by replay ${trace['saved_usd']:.4f} "
                  "(calls returned from the checkpoint or re-attached, not paid again)")
     if trace["error"]:
-        head += f"\n[red]error: {trace['error']}[/]"
+        head += f"\n[red]error: {_safe(trace['error'])}[/]"
     if trace.get("parent_id"):
         head += f"\nforked from {trace['parent_id']}"
     steps = Table(title="dispatches")
@@ -201,11 +215,11 @@ def trace_view(trace: dict) -> Any:
                 note = ("re-attached after restart; " + note).rstrip("; ")
             if step["handoff"] and (attempt is None or attempt["attempt"] == len(step["attempts"])):
                 note = (note + "\n" if note else "") + "specs/" + step["handoff"].rsplit("/specs/", 1)[-1]
-            steps.add_row(
+            steps.add_row(*map(_safe, (
                 f"{step['step']:02d}", step["role"], str(attempt["attempt"]) if attempt else "-",
                 ((attempt or step)["started_at"] or "")[11:19], took, (attempt or {}).get("verdict") or step["verdict"] or "",
                 f"{(attempt or {}).get('cost_usd') or 0:.4f}", note[:200],
-            )
+            )))
     parts: list[Any] = [head, steps]
     if trace["gates"]:
         gates = Table(title="human gates")
@@ -215,8 +229,8 @@ def trace_view(trace: dict) -> Any:
             answer = gate["answer"] or "(waiting)"
             if gate["note"]:
                 answer += f": {gate['note']}"
-            gates.add_row(gate["id"], gate["role"], gate["reason"], gate["question"], gate["deadline"], answer,
-                          f"{gate['answered_by'] or ''} / {gate['answered_via'] or ''}".strip(" /"))
+            gates.add_row(*map(_safe, (gate["id"], gate["role"], gate["reason"], gate["question"], gate["deadline"],
+                                       answer, f"{gate['answered_by'] or ''} / {gate['answered_via'] or ''}".strip(" /"))))
         parts.append(gates)
     return Group(*parts)
 
@@ -235,7 +249,7 @@ def show(db_path: Path | None, *, spec_id: str | None, show_all: bool, as_json: 
 
             table = Table(*columns)
             for row in rows:
-                table.add_row(*("" if value is None else str(value) for value in row))
+                table.add_row(*map(_safe, row))
             console.print(table)
         return
     if as_json:

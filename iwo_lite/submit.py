@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,16 +36,21 @@ class Spec:
 
 
 def read_spec_file(path: Path) -> str:
+    """The spec's text; UserError naming the file when it is not a readable, small UTF-8 text file."""
     try:
-        data = path.read_bytes()
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"{path}: is a directory, not a spec file")
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{path}: not a regular file (a pipe, device or socket is not a spec file)")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)  # never more: a huge file is refused unread
     except FileNotFoundError:
         raise UserError(f"{path}: no such file")
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a spec file")
     except OSError as error:
         raise UserError(f"{path}: cannot read: {error.strerror}")
     if len(data) > MAX_SPEC_BYTES:
-        raise UserError(f"{path}: spec is {len(data)} bytes; the limit is {MAX_SPEC_BYTES} bytes")
+        raise UserError(f"{path}: spec is over the limit of {MAX_SPEC_BYTES} bytes")
     if b"\x00" in data:
         raise UserError(f"{path}: looks binary (contains NUL bytes); a spec is a text file")
     try:
@@ -100,8 +106,6 @@ def submit(config: Config, spec: Spec) -> bool:
 
 
 def _record_queued(config: Config, spec: Spec) -> bool:
-    if config.db_path is None:
-        raise UserError(f"database_url: {config.database_url_redacted}: only sqlite is supported by this build")
     now = utc_now()
     with contextlib.closing(connect(config.db_path)) as conn:
         cursor = conn.execute(

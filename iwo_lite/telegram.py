@@ -24,7 +24,7 @@ from iwo_lite.config import Config
 
 log = logging.getLogger("iwo_lite.telegram")
 
-CALLBACK = re.compile(r"^g(\d{1,12}):([ar])$")
+CALLBACK = re.compile(r"g([0-9]{1,12}):([ar])")  # used with fullmatch: nothing before or after
 BUTTON_ANSWERS = {"a": "approve", "r": "reject"}
 RETRY_START_S = 30.0
 AnswerFn = Callable[[str, str, str, str, str], Awaitable[str | None]]
@@ -209,7 +209,7 @@ class TelegramBot:
 
     async def _on_press(self, update, context) -> None:
         query = update.callback_query
-        match = CALLBACK.match(query.data or "")
+        match = CALLBACK.fullmatch(query.data or "")
         gate_id = await self.ledger.gate_id_by_rowid(int(match.group(1))) if match else None
         if gate_id is None:
             log.warning("telegram: ignored a button with unknown data from user %s", query.from_user.id)
