@@ -3,7 +3,6 @@ fake Bot API server on 127.0.0.1 (tests/fake_bot_api.py). Never the real Telegra
 
 from __future__ import annotations
 
-
 import pytest
 
 from conftest import DEFAULT_ROLE_COUNTS, wait_for
