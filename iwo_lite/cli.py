@@ -17,6 +17,13 @@ from iwo_lite.config import Config, ConfigError, load_config, resolve_home
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (exit 2) like every other input error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
     default = None if defaults else argparse.SUPPRESS
     parser.add_argument("--home", metavar="DIR", default=default,
@@ -28,7 +35,7 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="iwo-lite",
         description="A durable loop of six coding agents (planner, builder, reviewer, tester, deployer, docs) "
         "on DBOS and one SQLite file.",
@@ -36,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"iwo-lite {__version__}")
     _common(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     _common(common, defaults=False)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:

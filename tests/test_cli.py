@@ -128,3 +128,9 @@ def test_doctor_reports_each_check(home):
     out = home.cli("doctor")
     assert "database integrity: ok" in out.stdout and "database journal: wal" in out.stdout
     assert "agent command" in out.stdout and out.returncode == 0
+
+
+def test_usage_errors_are_one_line_and_exit_2(home):
+    for args in (("submit",), ("status", "--bogus"), ("nope",), ("revise", "x"), ("fork", "x", "--from")):
+        out = home.cli(*args)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--help" in out.stderr, (args, out.stderr)
