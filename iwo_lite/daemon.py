@@ -159,7 +159,8 @@ class GateWaker:
     """Answers gates for the bot, and wakes the workflows of answered gates.
 
     An answer is recorded in iwo_gates first (by the shell or the bot); the waiting workflow is
-    then sent a DBOS message on the gate's topic, which ends its recv at the next poll. A shell
+    then sent a DBOS message on the gate's topic and its recv woken at once (nudge_local_waiter;
+    DBOS's poll is the fallback). A shell
     answer pokes the daemon with SIGUSR1; a sweep at start and every WAKE_SWEEP_S catches
     answers given while the daemon was down or whose poke was lost.
     """

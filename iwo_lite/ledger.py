@@ -14,6 +14,7 @@ import aiosqlite
 
 from iwo_lite.db import BUSY_TIMEOUT_MS, utc_now
 from iwo_lite.gates import ANSWER_SQL, ANSWERED_WAITING_SQL, GATE_SQL, SPEC_GATE_SQL, refusal
+from iwo_lite.submit import QUEUED_SQL
 
 
 class Ledger:
@@ -51,9 +52,7 @@ class Ledger:
     async def spec_queued(self, spec_id: str, title: str, source: str | None) -> bool:
         """Record a submitted spec; False when the id already existed."""
         now = utc_now()
-        return await self._write(
-            "INSERT OR IGNORE INTO iwo_specs (id, title, state, source, created_at, updated_at)"
-            " VALUES (?, ?, 'queued', ?, ?, ?)", (spec_id, title, source, now, now)) == 1
+        return await self._write(QUEUED_SQL, (spec_id, title, source, now, now)) == 1
 
     async def spec_running(self, spec_id: str, title: str, source: str | None, parent_id: str | None) -> None:
         now = utc_now()
