@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iwo-lite: {_db_path_hint(args)}: {_first_line(error)} (restore it from a backup: see README)",
                   file=sys.stderr)
             return EXIT_USAGE
+        if _is_unreachable_postgres(error):  # the server is down, or the URL is wrong
+            print(f"iwo-lite: database_url: cannot reach the Postgres server: {_first_line(error)}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"iwo-lite: {args.command} failed: {type(error).__name__}: {_first_line(error)} (--debug shows more)",
               file=sys.stderr)
         return EXIT_FAILURE
@@ -115,6 +118,16 @@ def _is_corrupt_database(error: BaseException) -> bool:
     kind = type(error)
     is_db_error = kind.__name__ == "DatabaseError" or any(k.__name__ == "DatabaseError" for k in kind.__mro__)
     return is_db_error and ("file is not a database" in text or "disk image is malformed" in text)
+
+
+def _is_unreachable_postgres(error: BaseException) -> bool:
+    """psycopg's (or SQLAlchemy's wrapping of) "connection failed": never a traceback."""
+    while error is not None:
+        kind = type(error)
+        if kind.__name__ == "OperationalError" and ("connection" in str(error) or "connect" in str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _db_path_hint(args: argparse.Namespace) -> str:
@@ -140,11 +153,7 @@ def _config(args: argparse.Namespace) -> Config:
     home = resolve_home(args.home)
     if home.exists() and not home.is_dir():
         raise UserError(f"{home}: the home is not a directory (--home, $IWO_HOME)")
-    config = load_config(home, Path(args.config) if args.config else None)
-    if not config.is_sqlite and args.command != "doctor":
-        raise UserError(f"database_url: {config.database_url_redacted}: this build runs on SQLite only "
-                        "(Postgres support is not finished)")
-    return config
+    return load_config(home, Path(args.config) if args.config else None)
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:
@@ -171,7 +180,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "status":
         from iwo_lite.status import show
 
-        show(config.db_path, spec_id=args.spec_id, show_all=args.all, as_json=args.json, sql=args.sql,
+        show(config.database_url, spec_id=args.spec_id, show_all=args.all, as_json=args.json, sql=args.sql,
              watch=args.watch)
         return EXIT_OK
     if args.command in ("approve", "reject", "revise"):

@@ -53,6 +53,8 @@ __all__ = [
 DEFAULT_HOME = "~/.iwo-lite"
 CONFIG_NAME = "config.toml"
 DB_NAME = "iwo.sqlite"
+WORKER_TIMEOUT_S = 30.0
+MIN_WORKER_TIMEOUT_S = 3.0
 DISPATCH_MODES = ("subprocess", "tmux")
 ON_TIMEOUT = ("reject", "approve")
 
@@ -163,6 +165,7 @@ class AgentConfig:
     retries: int = 2
     dispatch: str = "subprocess"  # or "tmux"
     tmux_keep: float = 600.0  # seconds a finished tmux window stays open ("10m")
+    global_max_concurrent: int = 0  # on Postgres: agent processes at once across all workers; 0 = no limit
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,7 @@ class Config:
     config_path: Path | None  # the file actually read; None when running on defaults
     database_url: str  # resolved: $IWO_DATABASE_URL > key > sqlite:///<home>/iwo.sqlite
     executor_id: str  # resolved: $IWO_EXECUTOR_ID > key > hostname
+    worker_timeout: float  # Postgres: a worker silent this long is presumed gone; another recovers its specs
     workdir: Path  # absolute
     agent: AgentConfig = field(default_factory=AgentConfig)
     roles: Mapping[str, RoleConfig] = field(default_factory=_default_roles)  # all six roles
@@ -250,9 +254,9 @@ class Config:
 
 # Every key a config file may hold, with the keys of each section: used to reject unknown
 # keys and to suggest the right one.
-_TOP_KEYS = ("database_url", "executor_id", "workdir", "agent", "roles", "loop", "approvals", "telegram")
+_TOP_KEYS = ("database_url", "executor_id", "worker_timeout", "workdir", "agent", "roles", "loop", "approvals", "telegram")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "agent": ("command", "timeout", "max_concurrent", "retries", "dispatch", "tmux_keep"),
+    "agent": ("command", "timeout", "max_concurrent", "global_max_concurrent", "retries", "dispatch", "tmux_keep"),
     "loop": ("max_rework",),
     "approvals": ("timeout", "on_timeout", "remind_every"),
     "telegram": ("token_env", "allowed_chat_ids", "allowed_user_ids", "base_url"),
@@ -341,6 +345,11 @@ def _build(home: Path, path: Path | None, data: dict[str, Any], environ: Mapping
     if not executor_id:
         executor_id = socket.gethostname() or "localhost"
 
+    worker_timeout = _get(src, "worker_timeout", data, WORKER_TIMEOUT_S, _duration)
+    if worker_timeout < MIN_WORKER_TIMEOUT_S:
+        raise _error(src, "worker_timeout", f"expected at least {MIN_WORKER_TIMEOUT_S:g}s (a worker's heartbeat "
+                     f"comes every {MIN_WORKER_TIMEOUT_S / 3:g}s), got {worker_timeout:g}s")
+
     workdir_text = _get(src, "workdir", data, ".", _nonempty_string)
     workdir = _absolute(workdir_text, environ)
 
@@ -354,6 +363,8 @@ def _build(home: Path, path: Path | None, data: dict[str, Any], environ: Mapping
         retries=_get(src, "agent.retries", section, d.retries, _int_at_least(0)),
         dispatch=_get(src, "agent.dispatch", section, d.dispatch, _choice(DISPATCH_MODES)),
         tmux_keep=_get(src, "agent.tmux_keep", section, d.tmux_keep, _duration),
+        global_max_concurrent=_get(src, "agent.global_max_concurrent", section, d.global_max_concurrent,
+                                   _int_at_least(0)),
     )
 
     # [roles.<role>]
@@ -403,6 +414,7 @@ def _build(home: Path, path: Path | None, data: dict[str, Any], environ: Mapping
         config_path=path,
         database_url=database_url,
         executor_id=executor_id,
+        worker_timeout=worker_timeout,
         workdir=workdir,
         agent=agent,
         roles=MappingProxyType(roles),

@@ -3,7 +3,9 @@
 Owns: the exclusive lock on `<home>/daemon.lock` (one launched DBOS per database file),
 preparing the database, launching DBOS inside the running loop (which recovers unfinished
 specs), serving the spec queue, and a clean stop on SIGINT/SIGTERM. The loop itself is in
-loop.py; agent processes in dispatch.py.
+loop.py; agent processes in dispatch.py. On Postgres the daemon is one worker among several:
+it registers and keeps watch over the others (workers.py), and hears answers given on any
+machine through LISTEN iwo_answers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from dbos import DBOS
 
-from iwo_lite import loop
+from iwo_lite import loop, workers
 from iwo_lite.config import Config
 from iwo_lite.db import QUEUE_NAME, REPLAY_VERSION, Home
 from iwo_lite.dispatch import Dispatcher
@@ -77,7 +79,10 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     bot = None
     try:
         await asyncio.to_thread(prepare_database, config)
-        ledger = await Ledger.open(config.db_path)  # SQLite only for now: the CLI checked database_url
+        ledger = await Ledger.open(config.database_url)
+        shared = ledger.dialect == "postgresql"
+        if shared:
+            await workers.register(ledger, config, home.root)
         await ledger.daemon_started(os.getpid(), config.executor_id)
         gates = GateWaker(ledger)
         bot = _telegram_bot(config, ledger, gates.answer)
@@ -92,6 +97,12 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             asyncio.create_task(InboxWatcher(home.inbox, partial(submit_in_daemon, ledger, home)).run_forever(),
                                 name="iwo-inbox"),
         ]
+        if shared:
+            background += [
+                asyncio.create_task(workers.keep_watch(ledger, config, DBOS._recover_pending_workflows),
+                                    name="iwo-workers"),
+                asyncio.create_task(listen_for_answers(config.database_url, gates), name="iwo-answers"),
+            ]
         if bot is not None:
             bot.start()
         log.info("daemon running on %s (pid %d, executor %s, %d background tasks)", home.root, os.getpid(),
@@ -107,6 +118,8 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             DBOS.destroy(workflow_completion_timeout_sec=0)
         loop.install(None)
         if ledger is not None:
+            if ledger.dialect == "postgresql":
+                await ledger.worker_stopped(config.executor_id, os.getpid())
             await ledger.close()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             running.remove_signal_handler(sig)
@@ -117,10 +130,24 @@ async def _warn_of_other_replay_versions(ledger: Ledger) -> None:
     """Unfinished specs started by a build with another REPLAY_VERSION: this daemon leaves them be."""
     rows = await ledger.fetch_all(
         "SELECT application_version, COUNT(*) FROM workflow_status WHERE status IN ('PENDING', 'ENQUEUED')"
-        " AND application_version IS NOT ? GROUP BY 1", (REPLAY_VERSION,))
+        " AND COALESCE(application_version, '') <> ? GROUP BY 1", (REPLAY_VERSION,))
     for version, count in rows:
         log.warning("%d unfinished spec(s) were started by a build with replay version %s; this build (%s) "
                     "will not run them: see `iwo-lite doctor`", count, version, REPLAY_VERSION)
+
+
+async def listen_for_answers(database_url: str, gates: "GateWaker") -> None:
+    """Postgres: an answer recorded on any machine (gates.ANSWER_CHANNEL) wakes its gate now."""
+    from iwo_lite import pg
+    from iwo_lite.gates import ANSWER_CHANNEL
+
+    while True:
+        try:
+            async for _ in pg.listen(database_url, ANSWER_CHANNEL):
+                gates.poke()
+        except Exception as error:  # the server restarted: listen again; the sweep covers the gap
+            log.warning("listening for answers failed: %s", error)
+        await asyncio.sleep(WAKE_SWEEP_S)
 
 
 async def _cancel_other_tasks() -> None:
@@ -196,7 +223,8 @@ class GateWaker:
 
     async def _wake(self, gate_id: str, spec_id: str) -> None:
         self._woken[gate_id] = time.monotonic()
-        await DBOS.send_async(spec_id, {"gate": gate_id}, topic=gate_id)
+        # Every worker may send this (each sweeps): the key makes it one message.
+        await DBOS.send_async(spec_id, {"gate": gate_id}, topic=gate_id, idempotency_key=f"answer:{gate_id}")
         nudge_local_waiter(spec_id, gate_id)
 
 

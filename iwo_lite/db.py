@@ -120,7 +120,40 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX iwo_attempts_finished ON iwo_attempts (finished_at);
     """,
+    # 4: several workers on one database: each handoff's text (read by whichever worker runs
+    # the next role), the host of each agent run (a pid means something only there), the
+    # workers' heartbeats (a silent worker's specs are recovered by another), and the slots
+    # of agent.global_max_concurrent
+    """
+    ALTER TABLE iwo_steps ADD COLUMN handoff_text TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN host TEXT;
+    CREATE TABLE iwo_workers (
+        executor_id  TEXT PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        home         TEXT NOT NULL,
+        started_at   TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        stopped_at   TEXT,
+        recovered_by TEXT,
+        recovered_at TEXT
+    );
+    CREATE TABLE iwo_agent_slots (
+        slot        INTEGER PRIMARY KEY,
+        executor_id TEXT,
+        spec_id     TEXT,
+        step        INTEGER,
+        acquired_at TEXT
+    );
+    """,
 ]
+# Postgres only, after the migration of that number: the short, stable gate number that
+# Telegram buttons carry (SQLite has it built in as the table's rowid).
+PG_EXTRA: dict[int, str] = {1: "ALTER TABLE iwo_gates ADD COLUMN rowid BIGSERIAL UNIQUE"}
+
+
+def is_postgres(database_url: str) -> bool:
+    return database_url.split("://", 1)[0].lower().startswith("postgres")
 
 
 def utc_now() -> str:
@@ -222,6 +255,40 @@ def prepare_home(home: Home, db_path: Path | None) -> None:
             os.chmod(side_file, 0o600)
 
 
+def prepare_postgres(database_url: str) -> None:
+    """Our tables on a Postgres database (schema `iwo`); DBOS's are created by DBOS.migrate."""
+    from iwo_lite import pg
+
+    conn = pg.connect(database_url)
+    try:
+        pg.migrate(conn, MIGRATIONS, PG_EXTRA, utc_now())
+    finally:
+        conn.close()
+
+
+def open_db(database_url: str):
+    """A read-write connection (autocommit) to the SQLite file or the Postgres database."""
+    if is_postgres(database_url):
+        from iwo_lite import pg
+
+        return pg.connect(database_url)
+    return connect(sqlite_path(database_url))
+
+
+def open_db_readonly(database_url: str):
+    """A read-only connection, or None when the SQLite file does not exist yet."""
+    if is_postgres(database_url):
+        from iwo_lite import pg
+
+        return pg.connect_readonly(database_url)
+    path = sqlite_path(database_url)
+    return connect_readonly(path) if path.exists() else None
+
+
+def sqlite_path(database_url: str) -> Path:
+    return Path(database_url[len("sqlite:///"):].split("?", 1)[0])
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply the numbered migrations not yet applied; returns the schema version."""
     conn.execute("BEGIN IMMEDIATE")
@@ -267,6 +334,10 @@ def connect_readonly(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def has_table(conn: sqlite3.Connection, name: str) -> bool:
+def has_table(conn, name: str) -> bool:
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        from iwo_lite import pg
+
+        return pg.has_table(conn, name)
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
     return row is not None

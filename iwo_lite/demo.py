@@ -74,9 +74,9 @@ def run_demo() -> int:
     try:
         with Live(console=console, refresh_per_second=8, transient=True) as live:
             while time.time() < deadline and daemon.poll() is None:
-                specs, _ = list_specs(config.db_path, spec_id=spec.id)
-                if specs and len(spec_trace(config.db_path, spec.id)["steps"]):
-                    trace = spec_trace(config.db_path, spec.id)
+                specs, _ = list_specs(config.database_url, spec_id=spec.id)
+                if specs and len(spec_trace(config.database_url, spec.id)["steps"]):
+                    trace = spec_trace(config.database_url, spec.id)
                     live.update(trace_view(trace))
                     state = trace["state"]
                     gate_id = next((g["id"] for g in trace["gates"] if g["answer"] is None), None)
@@ -97,8 +97,8 @@ def run_demo() -> int:
                 daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
-    console.print(specs_table(*list_specs(config.db_path)))
-    console.print(trace_view(spec_trace(config.db_path, spec.id)))
+    console.print(specs_table(*list_specs(config.database_url)))
+    console.print(trace_view(spec_trace(config.database_url, spec.id)))
     console.print(f"handoffs: {home / 'specs' / spec.id / 'handoffs'}")
     console.print(f"explore:  iwo-lite --home {home} status {spec.id}")
     if state != "done":

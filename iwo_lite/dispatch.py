@@ -20,15 +20,25 @@ loop: on recovery, a finished run is collected, a live run is re-attached (its p
 start time must both match, so a reused pid is never mistaken for it), and only a run
 that never started is started. Each dispatch is therefore paid for once.
 No DBOS here: the loop wraps `Dispatcher.run` in a DBOS step.
+
+Several workers on one Postgres database: each attempt's row in iwo_attempts names its run
+directory and host, and is written before the process starts. A worker that takes over a
+spec re-attaches to (or collects) a run on its own host through that path, collects a
+finished run it can read on another host, and otherwise says so and runs the call again
+(a pid means nothing on another machine). `agent.global_max_concurrent` adds slots in
+iwo_agent_slots that every worker shares.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +77,10 @@ LAUNCH_GRACE_S = 3.0  # how long a run with a `launch` marker but no pid may tak
 POLL_S = 0.05  # how often a re-attached run is checked
 KILL_GRACE_S = 3.0  # SIGTERM to SIGKILL
 MAX_STDOUT_BYTES = 64 * 1024 * 1024
+SLOT_POLL_S = 0.5  # how often a dispatch waiting for a global slot asks again
+HOST = socket.gethostname()
+OUT_OF_REACH = "is out of reach from"
+log = logging.getLogger("iwo_lite")
 
 
 @dataclass(frozen=True)
@@ -191,29 +205,90 @@ class Dispatcher:
         errors: list[str] = []
         total = self.config.agent.retries + 1
         answer = AgentAnswer(error="no attempt ran")
-        for attempt in range(1, total + 1):
-            answer = await self._attempt(request, attempt)
+        attempt = tries = 0
+        while tries < total:
+            attempt += 1
+            unreachable = await self._unreachable(request, attempt)
+            if unreachable is not None and OUT_OF_REACH in unreachable:  # not a try of the agent's
+                errors.append(f"attempt {attempt}: {unreachable}")
+                continue
+            tries += 1
+            answer = AgentAnswer(error=unreachable) if unreachable else await self._attempt(request, attempt)
             if answer.error is None:
                 return DispatchResult(answer, attempt, tuple(errors))
             errors.append(f"attempt {attempt}: {answer.error}")
-        return DispatchResult(answer, total, tuple(errors))
+        return DispatchResult(answer, attempt, tuple(errors))
+
+    async def _run_dir(self, request: DispatchRequest, attempt: int) -> RunDir:
+        """The attempt's run directory: this home's, or the one its iwo_attempts row names on this host."""
+        own = RunDir(self.home.run_dir(request.spec_id, request.step, request.role, attempt))
+        if own.file("launch").exists() or own.exit_code() is not None:
+            return own
+        row = await self.ledger.attempt_row(request.spec_id, request.step, attempt)
+        if row is None or Path(row["run_dir"]) == own.path:
+            return own
+        theirs = RunDir(Path(row["run_dir"]))
+        if row["host"] in (None, HOST) or theirs.exit_code() is not None or theirs.file("timed_out").exists():
+            return theirs  # another worker's home on this machine, or a finished run on a shared runs/
+        return own
+
+    async def _unreachable(self, request: DispatchRequest, attempt: int) -> str | None:
+        """The error of an attempt started by a worker on another host whose run directory is out of reach.
+
+        None: handle the attempt here as usual (ours, or on this host, or its finished run is
+        readable). The recorded error when it finished with one (a try of the agent's). Else
+        why it is out of reach (not a try: the call runs again here, with a warning).
+        """
+        row = await self.ledger.attempt_row(request.spec_id, request.step, attempt)
+        if row is None or row["host"] in (None, HOST):
+            return None
+        other = RunDir(Path(row["run_dir"]))
+        if other.exit_code() is not None or other.file("timed_out").exists():
+            return None  # a shared runs/ directory: collect it
+        if row["finished_at"] is not None and row["error"]:
+            return row["error"]
+        why = f"its agent run on host {row['host']} {OUT_OF_REACH} {HOST} (that worker stopped); the call runs again here"
+        log.warning("%s dispatch %02d (%s) attempt %d: %s", request.spec_id, request.step, request.role, attempt, why)
+        if row["finished_at"] is None:
+            await self.ledger.attempt_finished(
+                request.spec_id, request.step, attempt, exit_code=None, is_error=True, verdict=None, cost_usd=0.0,
+                session_id=None, num_turns=None, error=why)
+        return why
 
     async def _attempt(self, request: DispatchRequest, attempt: int) -> AgentAnswer:
-        run = RunDir(self.home.run_dir(request.spec_id, request.step, request.role, attempt))
+        run = await self._run_dir(request, attempt)
         if run.exit_code() is not None or run.file("timed_out").exists():
             return await self._collect(request, attempt, run, reattached=True)
         if run.file("launch").exists():
             await self._await_pid(run)
             if run.recorded_pid() is not None:
                 if run.is_live():
-                    async with self.slots:
+                    async with self._slot(request):
                         await self._record_start(request, attempt, run, reattached=True)
                         await self._wait(run, proc=None)
                 return await self._collect(request, attempt, run, reattached=True)
-        async with self.slots:
+        async with self._slot(request):
             proc = await self._start(request, attempt, run)
             await self._wait(run, proc=proc)
         return await self._collect(request, attempt, run, reattached=False)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, request: DispatchRequest):
+        """agent.max_concurrent in this process, and on Postgres agent.global_max_concurrent across workers."""
+        async with self.slots:
+            limit = self.config.agent.global_max_concurrent if self.ledger.dialect == "postgresql" else 0
+            if not limit:
+                yield
+                return
+            me = self.config.executor_id
+            slot = await self.ledger.slot_acquire(limit, me, request.spec_id, request.step)
+            while slot is None:
+                await asyncio.sleep(SLOT_POLL_S)
+                slot = await self.ledger.slot_acquire(limit, me, request.spec_id, request.step)
+            try:
+                yield
+            finally:
+                await self.ledger.slot_release(slot, me)
 
     async def _await_pid(self, run: RunDir) -> None:
         deadline = run.started_epoch() + LAUNCH_GRACE_S
@@ -246,6 +321,7 @@ class Dispatcher:
         request.handoff_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         run.write("prompt.md", request.prompt)
         run.write("launch", iso_utc(time.time()) + "\n")
+        await self._record_start(request, attempt, run, reattached=False)  # where and on which host, first
         argv = self._argv(request.role)
         env = self._env(request, attempt, run)
         proc = None
@@ -292,7 +368,7 @@ class Dispatcher:
         recorded = run.recorded_pid()
         await self.ledger.attempt_started(
             request.spec_id, request.step, attempt, request.role, str(run.path),
-            recorded[0] if recorded else None, iso_utc(run.started_epoch()), reattached,
+            recorded[0] if recorded else None, iso_utc(run.started_epoch()), reattached, HOST,
         )
 
     async def _wait(self, run: RunDir, proc: asyncio.subprocess.Process | None) -> None:

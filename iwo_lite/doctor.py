@@ -16,7 +16,7 @@ import sqlite3
 import stat
 
 from iwo_lite.config import Config
-from iwo_lite.db import MIGRATIONS, REPLAY_VERSION, Home, connect_readonly, daemon_pid, has_table
+from iwo_lite.db import MIGRATIONS, REPLAY_VERSION, Home, connect_readonly, daemon_pid, has_table, open_db_readonly
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK
 
 
@@ -55,10 +55,54 @@ def _database_checks(config: Config) -> list[tuple[bool, str, str]]:
         return [(False, f"database: {config.db_path}: {error}", "restore it from a backup (see README: Backups)")]
 
 
+def _postgres_checks(config: Config) -> list[tuple[bool, str, str]]:
+    """Reach the server, the schema version, replay versions, and the workers that share the database."""
+    shown = config.database_url_redacted
+    try:
+        conn = open_db_readonly(config.database_url)
+    except Exception as error:  # server down, wrong URL, bad password
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return [(False, f"database: {shown}: {first}", "check database_url and that the server runs")]
+    if conn is None:
+        return [(True, f"database: {shown} not created yet (the first run or submit creates it)", "")]
+    with contextlib.closing(conn):
+        results = [(True, f"database: {shown} (Postgres)", "")]
+        version = conn.execute("SELECT MAX(version) FROM iwo_migrations").fetchone()[0] if has_table(
+            conn, "iwo_migrations") else 0
+        results.append((version == len(MIGRATIONS), f"iwo_ schema version: {version} of {len(MIGRATIONS)}",
+                        "run `iwo-lite run` to migrate"))
+        if conn.execute("SELECT to_regclass('dbos.workflow_status') IS NOT NULL").fetchone()[0]:
+            results.append(_replay_check(conn))
+        if has_table(conn, "iwo_workers"):
+            results.append(_executor_check(conn, config.executor_id))
+    results.append(_unfinished_sqlite_check(config))
+    return results
+
+
+def _executor_check(conn, executor_id: str) -> tuple[bool, str, str]:
+    rows = conn.execute("SELECT executor_id, host, stopped_at FROM iwo_workers ORDER BY executor_id").fetchall()
+    others = ", ".join(f"{row[0]} on {row[1]}" + (" (stopped)" if row[2] else "") for row in rows) or "none yet"
+    return True, f"executor_id: {executor_id}; workers on this database: {others}", ""
+
+
+def _unfinished_sqlite_check(config: Config) -> tuple[bool, str, str]:
+    """The home's own SQLite file, left behind by a switch to Postgres with specs unfinished."""
+    path = Home(config.home).db
+    if not path.exists():
+        return True, "no SQLite file in this home", ""
+    with contextlib.closing(connect_readonly(path)) as conn:
+        unfinished = conn.execute(
+            "SELECT COUNT(*) FROM iwo_specs WHERE state NOT IN ('done', 'rejected', 'failed', 'cancelled')"
+        ).fetchone()[0] if has_table(conn, "iwo_specs") else 0
+    return (unfinished == 0, f"SQLite file {path}: {unfinished} unfinished spec(s) not on Postgres",
+            "drain them first: run with database_url = \"\" until `status` shows none unfinished (README: "
+            "More than one machine)")
+
+
 def _inspect_database(config: Config) -> list[tuple[bool, str, str]]:
     db_path = config.db_path
     if db_path is None:
-        return [(True, f"database: {config.database_url_redacted}", "")]
+        return _postgres_checks(config)
     if not db_path.exists():
         return [(True, f"database: {db_path} not created yet (the first run or submit creates it)", "")]
     mode = stat.S_IMODE(os.stat(db_path).st_mode)
@@ -82,7 +126,7 @@ def _replay_check(conn) -> tuple[bool, str, str]:
     """Unfinished workflows of another replay version: this build's DBOS never recovers them."""
     rows = conn.execute(
         "SELECT application_version, COUNT(*) FROM workflow_status WHERE status IN ('PENDING', 'ENQUEUED')"
-        " AND application_version IS NOT ? GROUP BY 1 ORDER BY 1", (REPLAY_VERSION,)).fetchall()
+        " AND COALESCE(application_version, '') <> ? GROUP BY 1 ORDER BY 1", (REPLAY_VERSION,)).fetchall()
     if not rows:
         return True, f"replay version: {REPLAY_VERSION} (no unfinished specs of another version)", ""
     count = sum(row[1] for row in rows)

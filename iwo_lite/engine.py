@@ -16,7 +16,8 @@ from dbos import DBOS, DBOSClient, DBOSConfig
 from dbos._serialization import DBOSPortableJSON
 
 from iwo_lite.config import Config
-from iwo_lite.db import APP_NAME, QUEUE_NAME, REPLAY_VERSION, WORKFLOW_NAME, Home, prepare_home
+from iwo_lite.db import (APP_NAME, QUEUE_NAME, REPLAY_VERSION, WORKFLOW_NAME, Home, is_postgres, prepare_home,
+                         prepare_postgres)
 
 # recv() and queue dequeues are polled on SQLite, each waiter queried at every poll, so idle
 # CPU grows with open gates x poll rate. Every answer reaches a gate through the daemon, which
@@ -52,10 +53,16 @@ def dbos_config(config: Config) -> DBOSConfig:
 
 
 def prepare_database(config: Config) -> None:
-    """Create the home, the database file (0600, WAL) and every table, DBOS's and ours."""
+    """Create the home, the database (SQLite: the file, 0600, WAL) and every table, DBOS's and ours.
+
+    On Postgres DBOS.migrate creates the database itself when the role may (CREATEDB), and
+    DBOS's tables in schema `dbos`; ours go in schema `iwo`.
+    """
     prepare_home(Home(config.home), config.db_path)
     logging.getLogger("dbos").setLevel(logging.WARNING)
     DBOS.migrate(config.database_url)
+    if is_postgres(config.database_url):
+        prepare_postgres(config.database_url)
 
 
 def open_client(config: Config) -> DBOSClient:

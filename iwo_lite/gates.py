@@ -18,7 +18,7 @@ import signal
 from pathlib import Path
 
 from iwo_lite.config import Config
-from iwo_lite.db import Home, connect, daemon_pid, utc_now
+from iwo_lite.db import Home, daemon_pid, open_db, utc_now
 from iwo_lite.errors import UserError
 from iwo_lite.roles import ANSWERS
 
@@ -31,6 +31,7 @@ WHERE id = ? AND answer IS NULL AND deadline > ?
 """
 GATE_SQL = "SELECT id, spec_id, answer, answered_by, answered_via, deadline FROM iwo_gates WHERE id = ?"
 SPEC_GATE_SQL = "SELECT state, gate_id FROM iwo_specs WHERE id = ?"
+ANSWER_CHANNEL = "iwo_answers"  # Postgres: NOTIFY'd after an answer from the shell; every worker listens
 # The gates whose answer is recorded but whose workflow may still be asleep: wake them.
 ANSWERED_WAITING_SQL = """
 SELECT g.id, g.spec_id FROM iwo_specs s JOIN iwo_gates g ON g.id = s.gate_id
@@ -63,9 +64,9 @@ def record_answer(config: Config, spec_id: str, answer: str, note: str, *, by: s
     """Record `answer` on the gate the spec waits on now and return its id; UserError if impossible."""
     check_answer(answer, note, spec_id)
     db_path = config.db_path
-    if db_path is None or not db_path.exists():
+    if db_path is not None and not db_path.exists():
         raise UserError(f"{spec_id}: no such spec (no database at {db_path})")
-    with contextlib.closing(connect(db_path)) as conn:
+    with contextlib.closing(open_db(config.database_url)) as conn:
         spec = conn.execute(SPEC_GATE_SQL, (spec_id,)).fetchone()
         if spec is None:
             raise UserError(f"{spec_id}: no such spec")
@@ -78,6 +79,8 @@ def record_answer(config: Config, spec_id: str, answer: str, note: str, *, by: s
             gate = conn.execute(GATE_SQL, (gate_id,)).fetchone()
             spec = conn.execute(SPEC_GATE_SQL, (spec_id,)).fetchone()
             raise UserError(refusal(dict(gate) if gate else None, dict(spec) if spec else None, now, gate_id))
+        if db_path is None:  # Postgres: the worker running the spec may be on another machine
+            conn.execute("SELECT pg_notify(?, ?)", (ANSWER_CHANNEL, gate_id))
     poke_daemon(Home(config.home).lock)
     return gate_id
 

@@ -1,8 +1,9 @@
-"""The daemon's writes to iwo-lite's own tables (`iwo_specs`, `iwo_steps`, `iwo_attempts`, `iwo_gates`).
+"""The daemon's writes to iwo-lite's own tables (`iwo_specs`, `iwo_steps`, `iwo_attempts`, `iwo_gates`, ...).
 
-Owns: every INSERT/UPDATE the daemon makes, through one aiosqlite connection so the event
-loop never blocks on SQLite. Each method is one idempotent statement (upsert, or an update
-keyed by primary key), because steps that write here may run again after a crash.
+Owns: every INSERT/UPDATE the daemon makes, through one async connection so the event loop
+never blocks on the database: aiosqlite on the SQLite file, psycopg's AsyncConnection on
+Postgres (pg.py), the same SQL on both. Each method is one idempotent statement (upsert, or
+an update keyed by primary key), because steps that write here may run again after a crash.
 DBOS's own tables are DBOS's to write; nothing here touches them.
 """
 
@@ -12,26 +13,27 @@ from pathlib import Path
 
 import aiosqlite
 
-from iwo_lite.db import BUSY_TIMEOUT_MS, utc_now
+from iwo_lite.db import BUSY_TIMEOUT_MS, is_postgres, sqlite_path, utc_now
 from iwo_lite.gates import ANSWER_SQL, ANSWERED_WAITING_SQL, GATE_SQL, SPEC_GATE_SQL, refusal
 from iwo_lite.submit import QUEUED_SQL
 
 
-class Ledger:
+class SqliteConnection:
+    """The SQLite file through aiosqlite, with the same four methods as pg.AsyncConnection."""
+
+    dialect = "sqlite"
+
     def __init__(self, conn: aiosqlite.Connection):
         self._conn = conn
 
     @classmethod
-    async def open(cls, db_path: Path) -> "Ledger":
+    async def open(cls, db_path: Path) -> "SqliteConnection":
         conn = await aiosqlite.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.row_factory = aiosqlite.Row
         return cls(conn)
 
-    async def close(self) -> None:
-        await self._conn.close()
-
-    async def _write(self, sql: str, params: tuple) -> int:
+    async def write(self, sql: str, params: tuple = ()) -> int:
         cursor = await self._conn.execute(sql, params)
         return cursor.rowcount
 
@@ -42,6 +44,35 @@ class Ledger:
     async def fetch_all(self, sql: str, params: tuple = ()) -> list[tuple]:
         async with self._conn.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class Ledger:
+    def __init__(self, conn):
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    @classmethod
+    async def open(cls, database_url: str) -> "Ledger":
+        if is_postgres(database_url):
+            from iwo_lite import pg
+
+            return cls(await pg.connect_async(database_url))
+        return cls(await SqliteConnection.open(sqlite_path(database_url)))
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _write(self, sql: str, params: tuple) -> int:
+        return await self._conn.write(sql, params)
+
+    async def fetch_one(self, sql: str, params: tuple = ()) -> tuple | None:
+        return await self._conn.fetch_one(sql, params)
+
+    async def fetch_all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return await self._conn.fetch_all(sql, params)
 
     async def daemon_started(self, pid: int, executor_id: str) -> None:
         await self._write("INSERT INTO iwo_daemon_starts (started_at, pid, executor_id) VALUES (?, ?, ?)",
@@ -89,32 +120,44 @@ class Ledger:
 
     async def step_started(self, spec_id: str, step: int, role: str) -> None:
         await self._write(
-            "INSERT OR IGNORE INTO iwo_steps (spec_id, step, role, started_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO iwo_steps (spec_id, step, role, started_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (spec_id, step, role, utc_now()),
         )
 
     async def step_finished(
         self, spec_id: str, step: int, *, verdict: str | None, summary: str, question: str,
-        handoff: str, error: str | None,
+        handoff: str, handoff_text: str, error: str | None,
     ) -> None:
         await self._write(
             "UPDATE iwo_steps SET finished_at = COALESCE(finished_at, ?), verdict = ?, summary = ?,"
-            " question = ?, handoff = ?, error = ? WHERE spec_id = ? AND step = ?",
-            (utc_now(), verdict, summary, question or None, handoff, error, spec_id, step),
+            " question = ?, handoff = ?, handoff_text = ?, error = ? WHERE spec_id = ? AND step = ?",
+            (utc_now(), verdict, summary, question or None, handoff, handoff_text, error, spec_id, step),
         )
+
+    async def handoff_texts(self, spec_id: str) -> dict[int, str]:
+        """Each finished dispatch's handoff text by step (whichever worker wrote it)."""
+        return {row[0]: row[1] for row in await self.fetch_all(
+            "SELECT step, handoff_text FROM iwo_steps WHERE spec_id = ? AND handoff_text IS NOT NULL", (spec_id,))}
 
     async def attempt_started(
         self, spec_id: str, step: int, attempt: int, role: str, run_dir: str, pid: int | None,
-        started_at: str, reattached: bool,
+        started_at: str, reattached: bool, host: str,
     ) -> None:
         await self._write(
-            "INSERT INTO iwo_attempts (spec_id, step, attempt, role, run_dir, pid, started_at, reattached)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO iwo_attempts (spec_id, step, attempt, role, run_dir, pid, started_at, reattached, host)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (spec_id, step, attempt) DO UPDATE SET"
             " pid = COALESCE(excluded.pid, iwo_attempts.pid),"
-            " reattached = MAX(iwo_attempts.reattached, excluded.reattached)",
-            (spec_id, step, attempt, role, run_dir, pid, started_at, int(reattached)),
+            " reattached = CASE WHEN excluded.reattached > iwo_attempts.reattached"
+            " THEN excluded.reattached ELSE iwo_attempts.reattached END",
+            (spec_id, step, attempt, role, run_dir, pid, started_at, int(reattached), host),
         )
+
+    async def attempt_row(self, spec_id: str, step: int, attempt: int) -> dict | None:
+        row = await self.fetch_one(
+            "SELECT run_dir, host, pid, finished_at, error FROM iwo_attempts WHERE spec_id = ? AND step = ? AND attempt = ?",
+            (spec_id, step, attempt))
+        return dict(row) if row is not None else None
 
     async def attempt_finished(
         self, spec_id: str, step: int, attempt: int, *, exit_code: int | None, is_error: bool,
@@ -136,8 +179,8 @@ class Ledger:
         opened_at: str, deadline: str,
     ) -> None:
         await self._write(
-            "INSERT OR IGNORE INTO iwo_gates (id, spec_id, step, role, reason, question, opened_at, deadline)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO iwo_gates (id, spec_id, step, role, reason, question, opened_at, deadline)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (gate_id, spec_id, step, role, reason, question, opened_at, deadline),
         )
 
@@ -165,8 +208,8 @@ class Ledger:
 
     async def gate_message_sent(self, chat_id: int, message_id: int, gate_id: str, kind: str) -> None:
         await self._write(
-            "INSERT OR IGNORE INTO iwo_gate_messages (chat_id, message_id, gate_id, kind, sent_at)"
-            " VALUES (?, ?, ?, ?, ?)", (chat_id, message_id, gate_id, kind, utc_now()))
+            "INSERT INTO iwo_gate_messages (chat_id, message_id, gate_id, kind, sent_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (chat_id, message_id, gate_id, kind, utc_now()))
 
     async def gate_messages(self, gate_id: str) -> list[tuple[int, int, str]]:
         return [(row[0], row[1], row[2]) for row in await self.fetch_all(
@@ -190,3 +233,65 @@ class Ledger:
             (answer, utc_now(), gate_id),
         )
         return changed == 1
+
+    # -- workers on a shared (Postgres) database ---------------------------------------
+
+    async def worker_row(self, executor_id: str) -> dict | None:
+        row = await self.fetch_one(
+            "SELECT executor_id, host, pid, home, heartbeat_at, stopped_at FROM iwo_workers WHERE executor_id = ?",
+            (executor_id,))
+        return dict(row) if row is not None else None
+
+    async def worker_register(self, executor_id: str, host: str, pid: int, home: str) -> None:
+        now = utc_now()
+        await self._write(
+            "INSERT INTO iwo_workers (executor_id, host, pid, home, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (executor_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, home = excluded.home,"
+            " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL,"
+            " recovered_by = NULL, recovered_at = NULL",
+            (executor_id, host, pid, home, now, now))
+
+    async def worker_heartbeat(self, executor_id: str, pid: int) -> bool:
+        """True while the row is still ours (no other process took the executor id over)."""
+        return await self._write("UPDATE iwo_workers SET heartbeat_at = ? WHERE executor_id = ? AND pid = ?",
+                                 (utc_now(), executor_id, pid)) == 1
+
+    async def worker_stopped(self, executor_id: str, pid: int) -> None:
+        await self._write("UPDATE iwo_workers SET stopped_at = ? WHERE executor_id = ? AND pid = ?",
+                          (utc_now(), executor_id, pid))
+
+    async def silent_workers(self, me: str, silent_since: str) -> list[str]:
+        """Workers not heard from since `silent_since` whose specs nobody has recovered yet."""
+        return [row[0] for row in await self.fetch_all(
+            "SELECT executor_id FROM iwo_workers WHERE executor_id <> ? AND heartbeat_at < ?"
+            " AND recovered_at IS NULL ORDER BY executor_id", (me, silent_since))]
+
+    async def claim_worker(self, executor_id: str, me: str, silent_since: str) -> bool:
+        """Claim the recovery of a silent worker's specs; exactly one claimer wins."""
+        return await self._write(
+            "UPDATE iwo_workers SET recovered_by = ?, recovered_at = ? WHERE executor_id = ?"
+            " AND heartbeat_at < ? AND recovered_at IS NULL", (me, utc_now(), executor_id, silent_since)) == 1
+
+    # -- agent.global_max_concurrent: slots shared by every worker (Postgres) -----------
+
+    async def slots_ensure(self, count: int) -> None:
+        for slot in range(1, count + 1):
+            await self._write("INSERT INTO iwo_agent_slots (slot) VALUES (?) ON CONFLICT DO NOTHING", (slot,))
+
+    async def slot_acquire(self, count: int, executor_id: str, spec_id: str, step: int) -> int | None:
+        """Take a free slot numbered 1..count (None when all are taken): one statement, row-locked."""
+        row = await self.fetch_one(
+            "UPDATE iwo_agent_slots SET executor_id = ?, spec_id = ?, step = ?, acquired_at = ?"
+            " WHERE executor_id IS NULL AND slot = (SELECT slot FROM iwo_agent_slots WHERE executor_id IS NULL"
+            " AND slot <= ? ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING slot",
+            (executor_id, spec_id, step, utc_now(), count))
+        return row[0] if row is not None else None
+
+    async def slot_release(self, slot: int, executor_id: str) -> None:
+        await self._write("UPDATE iwo_agent_slots SET executor_id = NULL, spec_id = NULL, step = NULL,"
+                          " acquired_at = NULL WHERE slot = ? AND executor_id = ?", (slot, executor_id))
+
+    async def slots_release_all(self, executor_id: str) -> int:
+        """Free every slot `executor_id` holds (it restarted, or it is gone and was recovered)."""
+        return await self._write("UPDATE iwo_agent_slots SET executor_id = NULL, spec_id = NULL, step = NULL,"
+                                 " acquired_at = NULL WHERE executor_id = ?", (executor_id,))

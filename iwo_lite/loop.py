@@ -87,12 +87,13 @@ async def dispatch(spec: dict, step: int, role: str, history: list[dict], answer
     await runtime.ledger.step_started(spec_id, step, role)
     role_config = runtime.config.roles[role]
     brief = _read_text(role_config.prompt_file) if role_config.prompt_file else None
+    handoff_dir = runtime.home.handoff_dir(spec_id)
+    texts = await _earlier_handoffs(runtime, spec, history, handoff_dir)
     prompt = roles.render_prompt(
         role=role, spec_id=spec_id, step=step, spec_text=spec["text"], brief=brief,
-        handoffs=[dict(entry, text=_read_text(Path(entry["handoff"]), HANDOFF_READ_LIMIT)) for entry in history],
+        handoffs=[dict(entry, text=texts[entry["step"]]) for entry in history],
         answers=answers,
     )
-    handoff_dir = runtime.home.handoff_dir(spec_id)
     result = await runtime.dispatcher.run(
         DispatchRequest(spec_id=spec_id, workflow_id=spec["workflow_id"], step=step, role=role,
                         prompt=prompt, handoff_dir=handoff_dir)
@@ -101,11 +102,11 @@ async def dispatch(spec: dict, step: int, role: str, history: list[dict], answer
     error = "; ".join(result.errors) if answer.error else None
     handoff_path = handoff_dir / f"{handoff_name(step, role)}.md"
     shown = answer if error is None else AgentAnswer(**{**answer.to_json(), "error": error})
-    write_once(handoff_path, render_handoff(spec_id=spec_id, step=step, role=role, answer=shown,
-                                            attempts=result.attempts))
+    handoff_text = render_handoff(spec_id=spec_id, step=step, role=role, answer=shown, attempts=result.attempts)
+    write_once(handoff_path, handoff_text)
     await runtime.ledger.step_finished(
         spec_id, step, verdict=answer.verdict, summary=answer.summary, question=answer.question,
-        handoff=str(handoff_path), error=error,
+        handoff=str(handoff_path), handoff_text=_read_text(handoff_path), error=error,
     )
     return {
         "name": handoff_name(step, role), "step": step, "role": role, "verdict": answer.verdict,
@@ -261,6 +262,26 @@ def _describe(error: Exception) -> str:
     if isinstance(error, DBOSMaxStepRetriesExceeded) and last is not None:
         return f"step {error.step_name} failed {error.max_retries} times; last: {type(last).__name__}: {last}"
     return f"{type(error).__name__}: {error}"
+
+
+async def _earlier_handoffs(runtime: Runtime, spec: dict, history: list[dict], handoff_dir: Path) -> dict[int, str]:
+    """The text of each earlier handoff, by step, from the database (any worker may have written it).
+
+    With several workers a spec can move to another machine: its spec.md and missing handoff
+    files are written into this home too, so the agent's IWO_HANDOFF_DIR holds them all.
+    """
+    write_once(runtime.home.spec_dir(spec["id"]) / "spec.md", spec["text"])
+    stored = await runtime.ledger.handoff_texts(spec["id"])
+    texts: dict[int, str] = {}
+    for entry in history:
+        local = handoff_dir / f"{entry['name']}.md"
+        text = stored.get(entry["step"])
+        if text is not None and not local.exists():
+            write_once(local, text)
+        if text is None:  # written before the database kept handoffs (an older build)
+            text = _read_text(Path(entry["handoff"]))
+        texts[entry["step"]] = text if len(text) <= HANDOFF_READ_LIMIT else text[:HANDOFF_READ_LIMIT] + "\n…(truncated)\n"
+    return texts
 
 
 def _read_text(path: Path, limit: int | None = None) -> str:

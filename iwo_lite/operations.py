@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 from pathlib import Path
 
 from iwo_lite.config import Config
-from iwo_lite.db import FINAL_STATES, QUEUE_NAME, REPLAY_VERSION, Home, connect, utc_now
+from iwo_lite.db import FINAL_STATES, QUEUE_NAME, REPLAY_VERSION, Home, open_db, utc_now
 from iwo_lite.dispatch import RunDir
 from iwo_lite.errors import EXIT_OK, UserError
 from iwo_lite.handoff import write_once
@@ -24,9 +25,9 @@ from iwo_lite.submit import SPEC_ID
 
 def _spec_state(config: Config, spec_id: str) -> str:
     db_path = config.db_path
-    if db_path is None or not db_path.exists():
+    if db_path is not None and not db_path.exists():
         raise UserError(f"{spec_id}: no such spec")
-    with contextlib.closing(connect(db_path)) as conn:
+    with contextlib.closing(open_db(config.database_url)) as conn:
         row = conn.execute("SELECT state FROM iwo_specs WHERE id = ?", (spec_id,)).fetchone()
     if row is None:
         raise UserError(f"{spec_id}: no such spec")
@@ -34,7 +35,7 @@ def _spec_state(config: Config, spec_id: str) -> str:
 
 
 def _set_state(config: Config, spec_id: str, state: str) -> None:
-    with contextlib.closing(connect(config.db_path)) as conn:
+    with contextlib.closing(open_db(config.database_url)) as conn:
         conn.execute("UPDATE iwo_specs SET state = ?, updated_at = ? WHERE id = ?", (state, utc_now(), spec_id))
 
 
@@ -57,7 +58,7 @@ def cancel(config: Config, args: argparse.Namespace) -> int:
 
 
 def _stop_live_runs(config: Config, spec_id: str) -> int:
-    with contextlib.closing(connect(config.db_path)) as conn:
+    with contextlib.closing(open_db(config.database_url)) as conn:
         run_dirs = [row["run_dir"] for row in conn.execute(
             "SELECT run_dir FROM iwo_attempts WHERE spec_id = ? AND finished_at IS NULL", (spec_id,))]
     stopped = 0
@@ -78,7 +79,7 @@ def resume(config: Config, args: argparse.Namespace) -> int:
     if state not in ("cancelled", "failed"):
         raise UserError(f"{args.spec_id}: is {state}; only a cancelled or failed spec can be resumed")
     prepare_database(config)
-    with contextlib.closing(connect(config.db_path)) as conn:
+    with contextlib.closing(open_db(config.database_url)) as conn:
         failed_step = conn.execute(
             "SELECT MIN(function_id) FROM operation_outputs WHERE workflow_uuid = ? AND error IS NOT NULL",
             (args.spec_id,)).fetchone()[0]
@@ -92,12 +93,23 @@ def resume(config: Config, args: argparse.Namespace) -> int:
             client.resume_workflow(args.spec_id)
     finally:
         client.destroy()
-    with contextlib.closing(connect(config.db_path)) as conn:
+    with contextlib.closing(open_db(config.database_url)) as conn:
         open_gate = conn.execute("SELECT 1 FROM iwo_gates WHERE spec_id = ? AND answer IS NULL",
                                  (args.spec_id,)).fetchone()
     _set_state(config, args.spec_id, "waiting" if open_gate else "queued")
     print(f"resumed {args.spec_id}: it continues from its last finished step")
     return EXIT_OK
+
+
+def _last_dispatch(conn, spec_id: str, role: str) -> dict | None:
+    """{function_id, step} of the role's most recent recorded dispatch step (outputs are portable JSON)."""
+    for function_id, output in conn.execute(
+            "SELECT function_id, output FROM operation_outputs WHERE workflow_uuid = ? AND function_name = 'dispatch'"
+            " AND output IS NOT NULL ORDER BY function_id DESC", (spec_id,)).fetchall():
+        recorded = json.loads(output)
+        if isinstance(recorded, dict) and recorded.get("role") == role:
+            return {"function_id": function_id, "step": recorded.get("step") or 0}
+    return None
 
 
 def fork(config: Config, args: argparse.Namespace) -> int:
@@ -107,11 +119,8 @@ def fork(config: Config, args: argparse.Namespace) -> int:
     if args.from_role not in ROLES:
         raise UserError(f"--from {args.from_role!r}: expected one of {', '.join(ROLES)}")
     _spec_state(config, args.spec_id)
-    with contextlib.closing(connect(config.db_path)) as conn:
-        row = conn.execute(
-            "SELECT function_id, json_extract(output, '$.step') AS step FROM operation_outputs WHERE workflow_uuid = ? AND function_name = 'dispatch'"
-            " AND json_extract(output, '$.role') = ? ORDER BY function_id DESC LIMIT 1",
-            (args.spec_id, args.from_role)).fetchone()
+    with contextlib.closing(open_db(config.database_url)) as conn:
+        row = _last_dispatch(conn, args.spec_id, args.from_role)
         if row is None:
             raise UserError(f"{args.spec_id}: the {args.from_role} has not run yet; nothing to fork from")
         forks = conn.execute("SELECT COUNT(*) FROM iwo_specs WHERE parent_id = ?", (args.spec_id,)).fetchone()[0]

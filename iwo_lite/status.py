@@ -1,8 +1,10 @@
 """`iwo-lite status`: read-only SQL over the database, shown as rich tables or JSON.
 
 Owns: the queries behind the spec table, one spec's step-by-step trace, `--json`, `--sql`
-(any read-only query) and `--watch`. The file is opened with `mode=ro` and a busy timeout,
-and this module never imports DBOS, so it answers fast whether the daemon runs or not.
+(any read-only query) and `--watch`. The SQLite file is opened with `mode=ro` and a busy
+timeout; on Postgres every query runs alone in a READ ONLY transaction (pg.py). This module
+never imports DBOS, so it answers fast whether the daemon runs or not. Every function takes
+the `database_url`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import contextlib
 import json
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
-from iwo_lite.db import connect_readonly, has_table, parse_utc
+from iwo_lite.db import has_table, is_postgres, open_db_readonly, parse_utc
 from iwo_lite.errors import UserError
 from iwo_lite.handoff import clean
 
@@ -59,20 +60,20 @@ STATE_STYLE = {"queued": "cyan", "running": "yellow", "waiting": "bold magenta",
 
 
 @contextlib.contextmanager
-def _open(db_path: Path | None):
-    if db_path is None or not db_path.exists():
+def _open(database_url: str):
+    conn = open_db_readonly(database_url)
+    if conn is None:
         yield None
         return
-    conn = connect_readonly(db_path)
     try:
         yield conn if has_table(conn, "iwo_specs") else None
     finally:
         conn.close()
 
 
-def list_specs(db_path: Path | None, limit: int | None = None, spec_id: str | None = None) -> tuple[list[dict], int]:
+def list_specs(database_url: str, limit: int | None = None, spec_id: str | None = None) -> tuple[list[dict], int]:
     """(specs newest first, how many more there are beyond `limit`)."""
-    with _open(db_path) as conn:
+    with _open(database_url) as conn:
         if conn is None:
             return [], 0
         where, params = ("WHERE s.id = ?", (spec_id,)) if spec_id else ("", ())
@@ -82,18 +83,18 @@ def list_specs(db_path: Path | None, limit: int | None = None, spec_id: str | No
         return rows, max(0, total - len(rows)) if not spec_id else 0
 
 
-def _spec_dict(row: sqlite3.Row) -> dict:
+def _spec_dict(row) -> dict:
     spec = {field: row[field] for field in SPEC_FIELDS}
     spec["cost_usd"] = round(spec["cost_usd"] or 0.0, 6)
     return spec
 
 
-def spec_trace(db_path: Path | None, spec_id: str) -> dict:
+def spec_trace(database_url: str, spec_id: str) -> dict:
     """One spec with its dispatches (each with its attempts) and its gates."""
-    specs, _ = list_specs(db_path, spec_id=spec_id)
+    specs, _ = list_specs(database_url, spec_id=spec_id)
     if not specs:
         raise UserError(f"{spec_id}: no such spec")
-    with _open(db_path) as conn:
+    with _open(database_url) as conn:
         steps = [dict(row) for row in conn.execute(
             "SELECT step, role, started_at, finished_at, verdict, summary, question, handoff, error"
             " FROM iwo_steps WHERE spec_id = ? ORDER BY step", (spec_id,))]
@@ -112,19 +113,30 @@ def spec_trace(db_path: Path | None, spec_id: str) -> dict:
     return dict(specs[0], saved_usd=saved_usd, recoveries=recoveries, steps=steps, gates=gates)
 
 
-def run_sql(db_path: Path | None, query: str) -> tuple[list[str], list[tuple]]:
-    if db_path is None or not db_path.exists():
-        raise UserError(f"status --sql: no database at {db_path}")
-    conn = connect_readonly(db_path)
-    conn.set_authorizer(_deny_attach)  # ATTACH and VACUUM INTO would create files elsewhere
+def run_sql(database_url: str, query: str) -> tuple[list[str], list[tuple]]:
+    conn = open_db_readonly(database_url)
+    if conn is None:
+        raise UserError(f"status --sql: no database at {database_url[len('sqlite:///'):]}")
+    if not is_postgres(database_url):
+        conn.set_authorizer(_deny_attach)  # ATTACH and VACUUM INTO would create files elsewhere
     try:
         cursor = conn.execute(query)
         columns = [d[0] for d in cursor.description or ()]
         return columns, [tuple(row) for row in cursor.fetchall()]
-    except sqlite3.Error as error:
-        raise UserError(f"status --sql: {error}")
+    except Exception as error:
+        if not _is_query_error(error):
+            raise
+        raise UserError(f"status --sql: {str(error).strip().splitlines()[0] if str(error).strip() else error}")
     finally:
         conn.close()
+
+
+def _is_query_error(error: Exception) -> bool:
+    """A mistake in the query (SQLite's or Postgres's), as opposed to a broken connection."""
+    if isinstance(error, sqlite3.Error):
+        return True
+    kind = type(error)
+    return kind.__module__.startswith("psycopg") and kind.__name__ not in ("OperationalError", "InterfaceError")
 
 
 def _deny_attach(action: int, *_: object) -> int:
@@ -235,13 +247,13 @@ def trace_view(trace: dict) -> Any:
     return Group(*parts)
 
 
-def show(db_path: Path | None, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
+def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
          watch: bool) -> None:
     from rich.console import Console
 
     console = Console()
     if sql is not None:
-        columns, rows = run_sql(db_path, sql)
+        columns, rows = run_sql(database_url, sql)
         if as_json:
             print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
         else:
@@ -253,14 +265,14 @@ def show(db_path: Path | None, *, spec_id: str | None, show_all: bool, as_json: 
             console.print(table)
         return
     if as_json:
-        data = [spec_trace(db_path, spec_id)] if spec_id else list_specs(db_path)[0]
+        data = [spec_trace(database_url, spec_id)] if spec_id else list_specs(database_url)[0]
         print(json.dumps(data, indent=2))
         return
 
     def view() -> Any:
         if spec_id:
-            return trace_view(spec_trace(db_path, spec_id))
-        return specs_table(*list_specs(db_path, None if show_all else TABLE_LIMIT))
+            return trace_view(spec_trace(database_url, spec_id))
+        return specs_table(*list_specs(database_url, None if show_all else TABLE_LIMIT))
 
     if not watch:
         console.print(view())

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iwo_lite.config import Config
-from iwo_lite.db import Home, connect, utc_now
+from iwo_lite.db import Home, open_db, utc_now
 from iwo_lite.errors import UserError
 from iwo_lite.handoff import write_once
 
 MAX_SPEC_BYTES = 1024 * 1024
 # A submitted spec's row (id, title, source, created_at, updated_at); an id that exists is kept.
-QUEUED_SQL = ("INSERT OR IGNORE INTO iwo_specs (id, title, state, source, created_at, updated_at)"
-              " VALUES (?, ?, 'queued', ?, ?, ?)")
+QUEUED_SQL = ("INSERT INTO iwo_specs (id, title, state, source, created_at, updated_at)"
+              " VALUES (?, ?, 'queued', ?, ?, ?) ON CONFLICT DO NOTHING")
 SPEC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -110,6 +110,6 @@ def submit(config: Config, spec: Spec) -> bool:
 
 def _record_queued(config: Config, spec: Spec) -> bool:
     now = utc_now()
-    with contextlib.closing(connect(config.db_path)) as conn:
+    with contextlib.closing(open_db(config.database_url)) as conn:
         cursor = conn.execute(QUEUED_SQL, (spec.id, spec.title, spec.source, now, now))
         return cursor.rowcount == 1
