@@ -29,7 +29,7 @@ def libpq_url(url: str) -> str:
 
 
 def translate(sql: str) -> str:
-    """SQLite-style parameters (`?`, `:name`) as psycopg's (`%s`, `%(name)s`); quoted text untouched."""
+    """SQLite-style parameters (`?`, `:name`) as psycopg's (`%s`, `%(name)s`), `%` as `%%`; quoted `?` kept."""
 
     def swap(match: re.Match) -> str:
         token = match.group(0)
@@ -39,7 +39,7 @@ def translate(sql: str) -> str:
             return "%%"
         if token.startswith(":") and token != "::":
             return f"%({token[1:]})s"
-        return token
+        return token.replace("%", "%%")  # psycopg reads % even inside quotes
 
     return _TOKENS.sub(swap, sql)
 
@@ -89,6 +89,16 @@ class Connection:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def check_reachable(url: str) -> None:
+    """Raise psycopg.OperationalError when the server cannot be reached (a missing database is fine:
+    DBOS.migrate creates it)."""
+    try:
+        psycopg.connect(libpq_url(url), connect_timeout=CONNECT_TIMEOUT_S).close()
+    except psycopg.OperationalError as error:
+        if not ("does not exist" in str(error) and "database" in str(error)):
+            raise
 
 
 def connect(url: str) -> Connection:

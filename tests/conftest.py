@@ -51,11 +51,16 @@ class Daemon:
 
 
 class IwoHome:
-    def __init__(self, root: Path):
+    """One home. With `database_url` (Postgres) and `executor_id` it is one worker of several;
+    `like=` another home shares that home's fake-agent log and scenario (one witness for all)."""
+
+    def __init__(self, root: Path, *, database_url: str | None = None, executor_id: str | None = None,
+                 like: "IwoHome | None" = None):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.log = root / "fake-claude.log"
-        self.scenario_path = root / "scenario.json"
+        self.database_url = database_url
+        self.log = like.log if like else root / "fake-claude.log"
+        self.scenario_path = like.scenario_path if like else root / "scenario.json"
         self.daemons: list[Daemon] = []
         self.env = dict(os.environ)
         for key in list(self.env):
@@ -68,7 +73,12 @@ class IwoHome:
             PYTHONUNBUFFERED="1",
             COLUMNS="250",  # rich wraps tables at 80 columns when not on a terminal
         )
-        self.scenario({})
+        if database_url:
+            self.env["IWO_DATABASE_URL"] = database_url
+        if executor_id:
+            self.env["IWO_EXECUTOR_ID"] = executor_id
+        if like is None:
+            self.scenario({})
         self.configure()
 
     # -- setup --------------------------------------------------------------------------
@@ -123,6 +133,8 @@ class IwoHome:
         return json.loads(self.cli("status", spec_id, "--json", check=True).stdout)[0]
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        if self.database_url:
+            return pg_query(self.database_url, sql, params)
         conn = sqlite3.connect(f"file:{self.root / 'iwo.sqlite'}?mode=ro", uri=True, timeout=10)
         try:
             return conn.execute(sql, params).fetchall()
@@ -130,7 +142,7 @@ class IwoHome:
             conn.close()
 
     def state(self, spec_id: str) -> str | None:
-        if not (self.root / "iwo.sqlite").exists():
+        if not self.database_url and not (self.root / "iwo.sqlite").exists():
             return None
         rows = self.query("SELECT state FROM iwo_specs WHERE id = ?", (spec_id,))
         return rows[0][0] if rows else None
@@ -195,6 +207,50 @@ def pid_alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def pg_query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """A query on a test Postgres database, written SQLite-style (`?`), tables found unqualified."""
+    import psycopg
+
+    from iwo_lite.pg import translate
+
+    with psycopg.connect(url, autocommit=True, options="-c search_path=iwo,dbos") as conn:
+        try:
+            cursor = conn.execute(translate(sql) if params else sql, params or None)
+        except psycopg.errors.UndefinedTable:
+            return []
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The admin URL of a Postgres server for the tests ($IWO_TEST_POSTGRES_URL; `.ci/postgres.sh`
+    installs and starts one and prints it). Without it the Postgres tests are skipped, and say
+    so; under CI (CI=true) they fail instead: CI must never skip them silently."""
+    url = os.environ.get("IWO_TEST_POSTGRES_URL", "")
+    if not url:
+        message = "no Postgres server: run `eval $(bash .ci/postgres.sh)` first (sets IWO_TEST_POSTGRES_URL)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str):
+    """A new, empty database on the test server for one test (dropped afterwards)."""
+    import uuid
+
+    import psycopg
+
+    name = f"iwo_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    base = postgres_server.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
