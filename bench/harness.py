@@ -57,6 +57,15 @@ class BenchHome:
             self.daemon.wait(timeout=60)
 
     def states(self) -> dict[str, str]:
+        url = self.env.get("IWO_DATABASE_URL")
+        if url:  # a Postgres worker (bench/postgres.py)
+            import psycopg
+
+            with psycopg.connect(url, options="-c search_path=iwo,dbos") as conn:
+                try:
+                    return dict(conn.execute("SELECT id, state FROM iwo_specs").fetchall())
+                except psycopg.errors.UndefinedTable:
+                    return {}
         db = self.root / "iwo.sqlite"
         if not db.exists():
             return {}

@@ -38,12 +38,14 @@ class SqliteConnection:
         return cursor.rowcount
 
     async def fetch_one(self, sql: str, params: tuple = ()) -> tuple | None:
-        async with self._conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: tuple = ()) -> list[tuple]:
-        async with self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        # One call on aiosqlite's thread: execute, fetch, close. A SELECT left open while another
+        # task writes on this connection would hold an old snapshot, and the write would fail at
+        # once with "database is locked" (SQLITE_BUSY_SNAPSHOT) instead of waiting.
+        return list(await self._conn.execute_fetchall(sql, params))
 
     async def close(self) -> None:
         await self._conn.close()

@@ -107,8 +107,8 @@ def test_example_file_documents_every_key() -> None:
     import tomllib
 
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    assert set(data) == {"database_url", "executor_id", "workdir", "agent", "roles", "loop", "approvals", "telegram"}
-    assert set(data["agent"]) == {"command", "timeout", "max_concurrent", "retries", "dispatch", "tmux_keep"}
+    assert set(data) == {"database_url", "executor_id", "worker_timeout", "workdir", "agent", "roles", "loop", "approvals", "telegram"}
+    assert set(data["agent"]) == {"command", "timeout", "max_concurrent", "retries", "dispatch", "tmux_keep", "global_max_concurrent"}
     assert set(data["loop"]) == {"max_rework"}
     assert set(data["approvals"]) == {"timeout", "on_timeout", "remind_every"}
     assert set(data["telegram"]) == {"token_env", "allowed_chat_ids", "allowed_user_ids", "base_url"}

@@ -9,6 +9,8 @@ that no paid call ran twice. Under CI these tests never skip (conftest.postgres_
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
@@ -147,20 +149,28 @@ def test_two_live_workers_may_not_share_an_executor_id(workers, tmp_path, postgr
 
 def test_global_max_concurrent_holds_across_workers(workers):
     first, second = workers(2, max_concurrent=2, agent="global_max_concurrent = 1\n")
-    first.scenario({"default": {"sleep": 0.4}})
-    first.start()
-    second.start()
-    specs = [first.submit(first.spec_file(f"g{index}.md", f"# G {index}\n")) for index in range(3)]
+    first.scenario({"default": {"sleep": 0.4}, "roles": {"planner": [{"sleep": 2.0}]}})
+    one = first.start()
+    slow = first.submit(first.spec_file("g0.md", "# G 0\n"))
+    wait_for(lambda: log_has(first, "start", "planner", slow), 60)  # worker 1 holds the only slot
+    os.kill(one.pid, signal.SIGSTOP)  # so that worker 2 dequeues the next specs
+    try:
+        second.start()
+        specs = [slow] + [first.submit(first.spec_file(f"g{index}.md", f"# G {index}\n")) for index in (1, 2)]
+        wait_for(lambda: first.query("SELECT COUNT(*) FROM workflow_status WHERE executor_id = 'worker-2'")
+                 == [(2,)], 60)
+    finally:
+        os.kill(one.pid, signal.SIGCONT)
     for spec_id in specs:
         first.wait_state(spec_id, "done", timeout=180)
-    spans = {}
+    spans: dict[int, dict] = {}
     for line in fake_claude.read_log(first.log):
         spans.setdefault(line["pid"], {})[line["event"]] = line["t"]
     intervals = sorted((span["start"], span["end"]) for span in spans.values())
     assert len(intervals) == 18
     for (_, end), (start, _) in zip(intervals, intervals[1:]):
         assert start >= end - 0.05, "two agents ran at once under agent.global_max_concurrent = 1"
-    assert {row[0] for row in first.query("SELECT executor_id FROM workflow_status")} == {"worker-1", "worker-2"}
+    assert first.query("SELECT COUNT(*) FROM iwo_agent_slots WHERE executor_id IS NOT NULL") == [(0,)]
 
 
 def test_status_and_doctor_on_postgres_before_anything_exists(tmp_path, postgres_server):
@@ -175,3 +185,30 @@ def test_status_and_doctor_on_postgres_before_anything_exists(tmp_path, postgres
         assert out.returncode == 2, out.stderr
         assert out.stderr.startswith("iwo-lite: database_url: cannot reach the Postgres server"), out.stderr
         assert "secret" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cancel_resume_and_fork_on_postgres(workers):
+    (worker,) = workers(1)
+    worker.scenario({"roles": {"deployer": [{"verdict": "blocker", "question": "go?"}]}})
+    spec_id = worker.submit()
+    worker.start()
+    worker.wait_state(spec_id, "waiting")
+    worker.cli("cancel", spec_id, check=True)
+    worker.wait_state(spec_id, "cancelled")
+    worker.cli("resume", spec_id, check=True)
+    worker.wait_state(spec_id, "waiting")
+    worker.cli("approve", spec_id, check=True)
+    worker.wait_state(spec_id, "done")
+    forked = worker.cli("fork", spec_id, "--from", "tester", check=True).stdout.strip().splitlines()[-1]
+    assert forked == f"{spec_id}-fork1"
+    worker.wait_state(forked, "waiting", "done", timeout=60)
+    assert worker.role_counts(forked) in ({"tester": 1, "deployer": 1}, {"tester": 1, "deployer": 1, "docs": 1})
+
+
+def test_doctor_points_at_unfinished_specs_left_in_the_sqlite_file(tmp_path, postgres_url):
+    laptop = IwoHome(tmp_path / "laptop")
+    laptop.submit()  # queued on the SQLite file, never run
+    moved = IwoHome(tmp_path / "laptop", database_url=postgres_url)
+    doctor = moved.cli("doctor")
+    assert doctor.returncode == 1
+    assert "1 unfinished spec(s) not on Postgres" in doctor.stdout and "drain them first" in doctor.stdout
