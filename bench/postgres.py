@@ -56,7 +56,8 @@ def workers(count: int, url: str | None, config: str = "") -> list[BenchHome]:
 
 def throughput(label: str, count: int, url: str | None, specs: int) -> float:
     homes = workers(count, url)
-    ids = [homes[0].submit(f"{label}-{index}", f"# spec {index}\n") for index in range(specs)]
+    slug = "".join(c if c.isalnum() else "-" for c in label)
+    ids = [homes[0].submit(f"{slug}-{index}", f"# spec {index}\n") for index in range(specs)]
     begin = time.perf_counter()
     for home in homes:
         home.start()
