@@ -59,13 +59,14 @@ class BenchHome:
     def states(self) -> dict[str, str]:
         url = self.env.get("IWO_DATABASE_URL")
         if url:  # a Postgres worker (bench/postgres.py)
-            import psycopg
+            from iwo_lite import pg
 
-            with psycopg.connect(url, options="-c search_path=iwo,dbos") as conn:
-                try:
-                    return dict(conn.execute("SELECT id, state FROM iwo_specs").fetchall())
-                except psycopg.errors.UndefinedTable:
-                    return {}
+            conn = pg.connect(url)
+            try:
+                return dict(conn.execute("SELECT id, state FROM iwo_specs").fetchall()) if pg.has_table(
+                    conn, "iwo_specs") else {}
+            finally:
+                conn.close()
         db = self.root / "iwo.sqlite"
         if not db.exists():
             return {}

@@ -30,6 +30,7 @@ from harness import BenchHome  # noqa: E402  (puts tests/ on sys.path)
 import fake_claude  # noqa: E402
 import psycopg  # noqa: E402
 
+from iwo_lite import pg  # noqa: E402
 from iwo_lite.db import parse_utc  # noqa: E402
 
 
@@ -87,8 +88,9 @@ def takeover(url: str) -> None:
     os.kill(first.daemon.pid, signal.SIGKILL)
     first.daemon.wait()
     second.wait(lambda: second.states().get(spec) == "done", 120, "spec done on worker 2")
-    with psycopg.connect(url, options="-c search_path=iwo,dbos") as conn:
-        recovered_at = conn.execute("SELECT recovered_at FROM iwo_workers WHERE executor_id = 'bench-1'").fetchone()[0]
+    conn = pg.connect(url)
+    recovered_at = conn.execute("SELECT recovered_at FROM iwo_workers WHERE executor_id = 'bench-1'").fetchone()[0]
+    conn.close()
     deployer = second.first_start(spec, "deployer")
     testers = fake_claude.count_dispatches(first.log, role="tester")
     second.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from iwo_lite import __version__
 from iwo_lite.config import Config, ConfigError, load_config, resolve_home
-from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError
+from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError, first_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         if _is_corrupt_database(error):  # bad input: the file at fault, exit 2
-            print(f"iwo-lite: {_db_path_hint(args)}: {_first_line(error)} (restore it from a backup: see README)",
+            print(f"iwo-lite: {_db_path_hint(args)}: {first_line(error)} (restore it from a backup: see README)",
                   file=sys.stderr)
             return EXIT_USAGE
         if _is_unreachable_postgres(error):  # the server is down, or the URL is wrong
-            print(f"iwo-lite: database_url: cannot reach the Postgres server: {_first_line(error)}", file=sys.stderr)
+            print(f"iwo-lite: database_url: cannot reach the Postgres server: {first_line(error)}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"iwo-lite: {args.command} failed: {type(error).__name__}: {_first_line(error)} (--debug shows more)",
+        print(f"iwo-lite: {args.command} failed: {type(error).__name__}: {first_line(error)} (--debug shows more)",
               file=sys.stderr)
         return EXIT_FAILURE
 
@@ -135,11 +135,6 @@ def _db_path_hint(args: argparse.Namespace) -> str:
         return str(resolve_home(args.home) / "iwo.sqlite")
     except Exception:
         return "the database"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _setup_logging(debug: bool) -> None:

@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from iwo_lite.db import sqlite_path
 from iwo_lite.roles import ROLES
 
 __all__ = [
@@ -241,8 +242,7 @@ class Config:
         """The SQLite file when the database is SQLite, else None."""
         if not self.database_url.startswith("sqlite:///"):
             return None
-        path = self.database_url[len("sqlite:///"):].split("?", 1)[0]
-        return Path(path) if path else None
+        return sqlite_path(self.database_url)  # never empty: _database_url rejects sqlite:/// alone
 
     @property
     def database_url_redacted(self) -> str:

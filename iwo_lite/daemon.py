@@ -75,6 +75,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         running.add_signal_handler(sig, stop.set)
     ledger = None
+    shared = False  # Postgres: one worker of several
     launched = False
     bot = None
     try:
@@ -118,7 +119,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             DBOS.destroy(workflow_completion_timeout_sec=0)
         loop.install(None)
         if ledger is not None:
-            if ledger.dialect == "postgresql":
+            if shared:
                 await ledger.worker_stopped(config.executor_id, os.getpid())
             await ledger.close()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):

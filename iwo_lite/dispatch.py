@@ -149,6 +149,10 @@ class RunDir:
             handle.write(text)
         os.replace(temp, self.file(name))
 
+    def finished(self) -> bool:
+        """The run wrote its exit status, or was killed at its timeout: collect it, never restart it."""
+        return self.exit_code() is not None or self.file("timed_out").exists()
+
     def exit_code(self) -> int | None:
         text = self.read("exit")
         if text is None or not text.strip():
@@ -208,42 +212,41 @@ class Dispatcher:
         attempt = tries = 0
         while tries < total:
             attempt += 1
-            unreachable = await self._unreachable(request, attempt)
+            row = await self.ledger.attempt_row(request.spec_id, request.step, attempt)
+            unreachable = await self._unreachable(request, attempt, row)
             if unreachable is not None and OUT_OF_REACH in unreachable:  # not a try of the agent's
                 errors.append(f"attempt {attempt}: {unreachable}")
                 continue
             tries += 1
-            answer = AgentAnswer(error=unreachable) if unreachable else await self._attempt(request, attempt)
+            answer = AgentAnswer(error=unreachable) if unreachable else await self._attempt(request, attempt, row)
             if answer.error is None:
                 return DispatchResult(answer, attempt, tuple(errors))
             errors.append(f"attempt {attempt}: {answer.error}")
         return DispatchResult(answer, attempt, tuple(errors))
 
-    async def _run_dir(self, request: DispatchRequest, attempt: int) -> RunDir:
-        """The attempt's run directory: this home's, or the one its iwo_attempts row names on this host."""
+    def _run_dir(self, request: DispatchRequest, attempt: int, row: dict | None) -> RunDir:
+        """The attempt's run directory: this home's, or the one its iwo_attempts `row` names on this host."""
         own = RunDir(self.home.run_dir(request.spec_id, request.step, request.role, attempt))
         if own.file("launch").exists() or own.exit_code() is not None:
             return own
-        row = await self.ledger.attempt_row(request.spec_id, request.step, attempt)
         if row is None or Path(row["run_dir"]) == own.path:
             return own
         theirs = RunDir(Path(row["run_dir"]))
-        if row["host"] in (None, HOST) or theirs.exit_code() is not None or theirs.file("timed_out").exists():
+        if row["host"] in (None, HOST) or theirs.finished():
             return theirs  # another worker's home on this machine, or a finished run on a shared runs/
         return own
 
-    async def _unreachable(self, request: DispatchRequest, attempt: int) -> str | None:
-        """The error of an attempt started by a worker on another host whose run directory is out of reach.
+    async def _unreachable(self, request: DispatchRequest, attempt: int, row: dict | None) -> str | None:
+        """The error of an attempt (`row`: its iwo_attempts row) started by a worker on another
+        host whose run directory is out of reach.
 
         None: handle the attempt here as usual (ours, or on this host, or its finished run is
         readable). The recorded error when it finished with one (a try of the agent's). Else
         why it is out of reach (not a try: the call runs again here, with a warning).
         """
-        row = await self.ledger.attempt_row(request.spec_id, request.step, attempt)
         if row is None or row["host"] in (None, HOST):
             return None
-        other = RunDir(Path(row["run_dir"]))
-        if other.exit_code() is not None or other.file("timed_out").exists():
+        if RunDir(Path(row["run_dir"])).finished():
             return None  # a shared runs/ directory: collect it
         if row["finished_at"] is not None and row["error"]:
             return row["error"]
@@ -255,9 +258,9 @@ class Dispatcher:
                 session_id=None, num_turns=None, error=why)
         return why
 
-    async def _attempt(self, request: DispatchRequest, attempt: int) -> AgentAnswer:
-        run = await self._run_dir(request, attempt)
-        if run.exit_code() is not None or run.file("timed_out").exists():
+    async def _attempt(self, request: DispatchRequest, attempt: int, row: dict | None) -> AgentAnswer:
+        run = self._run_dir(request, attempt, row)
+        if run.finished():
             return await self._collect(request, attempt, run, reattached=True)
         if run.file("launch").exists():
             await self._await_pid(run)

@@ -17,7 +17,7 @@ import stat
 
 from iwo_lite.config import Config
 from iwo_lite.db import MIGRATIONS, REPLAY_VERSION, Home, connect_readonly, daemon_pid, has_table, open_db_readonly
-from iwo_lite.errors import EXIT_FAILURE, EXIT_OK
+from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, first_line
 
 
 def checks(config: Config) -> list[tuple[bool, str, str]]:
@@ -61,8 +61,7 @@ def _postgres_checks(config: Config) -> list[tuple[bool, str, str]]:
     try:
         conn = open_db_readonly(config.database_url)
     except Exception as error:  # server down, wrong URL, bad password
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return [(False, f"database: {shown}: {first}", "check database_url and that the server runs")]
+        return [(False, f"database: {shown}: {first_line(error)}", "check database_url and that the server runs")]
     if conn is None:
         return [(True, f"database: {shown} not created yet (the first run or submit creates it)", "")]
     with contextlib.closing(conn):

@@ -60,13 +60,14 @@ def prepare_database(config: Config) -> None:
     """
     prepare_home(Home(config.home), config.db_path)
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    if is_postgres(config.database_url):
-        from iwo_lite import pg
+    if not is_postgres(config.database_url):
+        DBOS.migrate(config.database_url)
+        return
+    from iwo_lite import pg
 
-        pg.check_reachable(config.database_url)  # one clear error, before DBOS logs its own
-    DBOS.migrate(config.database_url)
-    if is_postgres(config.database_url):
-        prepare_postgres(config.database_url)
+    pg.check_reachable(config.database_url)  # one clear error, before DBOS logs its own
+    DBOS.migrate(config.database_url)  # creates the database when it is missing
+    prepare_postgres(config.database_url)
 
 
 def open_client(config: Config) -> DBOSClient:

@@ -11,3 +11,9 @@ EXIT_USAGE = 2
 
 class UserError(Exception):
     """One line naming the file, key or id at fault; exit status 2."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none): for one-line reports."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -18,6 +18,11 @@ from iwo_lite.gates import ANSWER_SQL, ANSWERED_WAITING_SQL, GATE_SQL, SPEC_GATE
 from iwo_lite.submit import QUEUED_SQL
 
 
+# The agent slots one executor holds, made free again (parameter: the executor id).
+FREE_SLOTS_SQL = ("UPDATE iwo_agent_slots SET executor_id = NULL, spec_id = NULL, step = NULL, acquired_at = NULL"
+                  " WHERE executor_id = ?")
+
+
 class SqliteConnection:
     """The SQLite file through aiosqlite, with the same four methods as pg.AsyncConnection."""
 
@@ -290,10 +295,8 @@ class Ledger:
         return row[0] if row is not None else None
 
     async def slot_release(self, slot: int, executor_id: str) -> None:
-        await self._write("UPDATE iwo_agent_slots SET executor_id = NULL, spec_id = NULL, step = NULL,"
-                          " acquired_at = NULL WHERE slot = ? AND executor_id = ?", (slot, executor_id))
+        await self._write(FREE_SLOTS_SQL + " AND slot = ?", (executor_id, slot))
 
     async def slots_release_all(self, executor_id: str) -> int:
         """Free every slot `executor_id` holds (it restarted, or it is gone and was recovered)."""
-        return await self._write("UPDATE iwo_agent_slots SET executor_id = NULL, spec_id = NULL, step = NULL,"
-                                 " acquired_at = NULL WHERE executor_id = ?", (executor_id,))
+        return await self._write(FREE_SLOTS_SQL, (executor_id,))

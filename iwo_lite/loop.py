@@ -103,10 +103,11 @@ async def dispatch(spec: dict, step: int, role: str, history: list[dict], answer
     handoff_path = handoff_dir / f"{handoff_name(step, role)}.md"
     shown = answer if error is None else AgentAnswer(**{**answer.to_json(), "error": error})
     handoff_text = render_handoff(spec_id=spec_id, step=step, role=role, answer=shown, attempts=result.attempts)
-    write_once(handoff_path, handoff_text)
+    if not write_once(handoff_path, handoff_text):  # a re-run step: the file written first is the handoff
+        handoff_text = _read_text(handoff_path)
     await runtime.ledger.step_finished(
         spec_id, step, verdict=answer.verdict, summary=answer.summary, question=answer.question,
-        handoff=str(handoff_path), handoff_text=_read_text(handoff_path), error=error,
+        handoff=str(handoff_path), handoff_text=handoff_text, error=error,
     )
     return {
         "name": handoff_name(step, role), "step": step, "role": role, "verdict": answer.verdict,
@@ -280,13 +281,16 @@ async def _earlier_handoffs(runtime: Runtime, spec: dict, history: list[dict], h
             write_once(local, text)
         if text is None:  # written before the database kept handoffs (an older build)
             text = _read_text(Path(entry["handoff"]))
-        texts[entry["step"]] = text if len(text) <= HANDOFF_READ_LIMIT else text[:HANDOFF_READ_LIMIT] + "\n…(truncated)\n"
+        texts[entry["step"]] = _clip(text, HANDOFF_READ_LIMIT)
     return texts
 
 
-def _read_text(path: Path, limit: int | None = None) -> str:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8", errors="replace")
     except OSError as error:
         return f"(could not read {path}: {error.strerror})"
-    return text if limit is None or len(text) <= limit else text[:limit] + "\n…(truncated)\n"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "\n…(truncated)\n"

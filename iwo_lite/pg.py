@@ -16,10 +16,21 @@ from typing import Any, Iterable, Sequence
 import psycopg
 
 SCHEMA = "iwo"
-SEARCH_PATH = f"{SCHEMA}, dbos"
+SEARCH_PATH = f"{SCHEMA},dbos"
 MIGRATION_LOCK = 0x1_0E0_11E  # pg_advisory_xact_lock key: one migrator at a time
 CONNECT_TIMEOUT_S = 10
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|\?|:[A-Za-z_]\w*|%")
+
+
+def _connect_args(url: str, *, read_only: bool = False) -> dict[str, Any]:
+    """What every connection of ours passes to psycopg: libpq's URL, a timeout, our search path."""
+    options = f"-c search_path={SEARCH_PATH}" + (" -c default_transaction_read_only=on" if read_only else "")
+    return {"conninfo": libpq_url(url), "connect_timeout": CONNECT_TIMEOUT_S, "options": options}
+
+
+def _is_missing_database(error: psycopg.OperationalError) -> bool:
+    """The server answered that the database does not exist (DBOS.migrate creates it)."""
+    return "does not exist" in str(error) and "database" in str(error)
 
 
 def libpq_url(url: str) -> str:
@@ -95,15 +106,14 @@ def check_reachable(url: str) -> None:
     """Raise psycopg.OperationalError when the server cannot be reached (a missing database is fine:
     DBOS.migrate creates it)."""
     try:
-        psycopg.connect(libpq_url(url), connect_timeout=CONNECT_TIMEOUT_S).close()
+        psycopg.connect(**_connect_args(url)).close()
     except psycopg.OperationalError as error:
-        if not ("does not exist" in str(error) and "database" in str(error)):
+        if not _is_missing_database(error):
             raise
 
 
 def connect(url: str) -> Connection:
-    return Connection(psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                      options=f"-c search_path={SEARCH_PATH.replace(' ', '')}"))
+    return Connection(psycopg.connect(autocommit=True, **_connect_args(url)))
 
 
 class ReadOnlyConnection:
@@ -148,12 +158,9 @@ class _Fetched:
 def connect_readonly(url: str) -> ReadOnlyConnection | None:
     """None when the database does not exist yet (nothing submitted: an empty status)."""
     try:
-        conn = psycopg.connect(
-            libpq_url(url), autocommit=False, connect_timeout=CONNECT_TIMEOUT_S,
-            options=f"-c search_path={SEARCH_PATH.replace(' ', '')} -c default_transaction_read_only=on",
-        )
+        conn = psycopg.connect(autocommit=False, **_connect_args(url, read_only=True))
     except psycopg.OperationalError as error:
-        if "does not exist" in str(error) and "database" in str(error):
+        if _is_missing_database(error):
             return None
         raise
     conn.read_only = True
@@ -187,16 +194,12 @@ class AsyncConnection:
 
 
 async def connect_async(url: str) -> AsyncConnection:
-    conn = await psycopg.AsyncConnection.connect(
-        libpq_url(url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-        options=f"-c search_path={SEARCH_PATH.replace(' ', '')}")
-    return AsyncConnection(conn)
+    return AsyncConnection(await psycopg.AsyncConnection.connect(autocommit=True, **_connect_args(url)))
 
 
 async def listen(url: str, channel: str):
     """An async iterator of the payloads NOTIFY'd on `channel` (a connection of its own)."""
-    conn = await psycopg.AsyncConnection.connect(libpq_url(url), autocommit=True,
-                                                 connect_timeout=CONNECT_TIMEOUT_S)
+    conn = await psycopg.AsyncConnection.connect(autocommit=True, **_connect_args(url))
     try:
         await conn.execute(f"LISTEN {channel}")
         async for notice in conn.notifies():

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from iwo_lite.db import has_table, is_postgres, open_db_readonly, parse_utc
-from iwo_lite.errors import UserError
+from iwo_lite.errors import UserError, first_line
 from iwo_lite.handoff import clean
 
 TABLE_LIMIT = 50
@@ -126,7 +126,7 @@ def run_sql(database_url: str, query: str) -> tuple[list[str], list[tuple]]:
     except Exception as error:
         if not _is_query_error(error):
             raise
-        raise UserError(f"status --sql: {str(error).strip().splitlines()[0] if str(error).strip() else error}")
+        raise UserError(f"status --sql: {first_line(error)}")
     finally:
         conn.close()
 
