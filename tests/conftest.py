@@ -249,8 +249,18 @@ def postgres_url(postgres_server: str):
         conn.execute(f"CREATE DATABASE {name}")
     base = postgres_server.rsplit("/", 1)[0]
     yield f"{base}/{name}"
+    # FORCE ends our own sessions, but not an autovacuum worker (a superuser's process) that
+    # may be tidying the new tables just now: it finishes in moments, so try again.
+    end = time.time() + 60
     with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        while True:
+            try:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                if time.time() > end:
+                    raise
+                time.sleep(0.5)
 
 
 @pytest.fixture
