@@ -90,10 +90,19 @@ def test_a_gate_answered_from_another_workers_home(workers):
 def test_two_workers_share_the_queue_and_no_call_runs_twice(workers):
     first, second = workers(2, max_concurrent=2)
     first.scenario({"default": {"sleep": 0.3}})
-    first.start()
-    second.start()
-    specs = [first.submit(first.spec_file(f"spec{index}.md", f"# Spec {index}\nDo thing {index}.\n"))
-             for index in range(6)]
+    daemons = {"worker-1": first.start(), "worker-2": second.start()}
+    specs: list[str] = []
+    # Which worker polls the queue first is chance: freeze one while the other takes three specs.
+    for taker, frozen in (("worker-2", "worker-1"), ("worker-1", "worker-2")):
+        os.kill(daemons[frozen].pid, signal.SIGSTOP)
+        try:
+            specs += [first.submit(first.spec_file(f"spec{len(specs) + index}.md",
+                                                   f"# Spec {len(specs) + index}\nDo thing {len(specs) + index}.\n"))
+                      for index in range(3)]
+            wait_for(lambda: first.query("SELECT COUNT(*) FROM workflow_status WHERE executor_id = ?", (taker,))
+                     == [(3,)], 60)
+        finally:
+            os.kill(daemons[frozen].pid, signal.SIGCONT)
     for spec_id in specs:
         first.wait_state(spec_id, "done", timeout=180)
         assert first.role_counts(spec_id) == DEFAULT_ROLE_COUNTS
