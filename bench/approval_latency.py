@@ -18,7 +18,7 @@ import time
 
 from harness import BenchHome, cpu_seconds, summary
 from fake_bot_api import FakeBotAPI
-from iwo_lite.db import parse_utc
+from iwo_lite.times import parse_utc
 
 CHAT, USER = 1001, 42
 

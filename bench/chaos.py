@@ -36,7 +36,7 @@ import fake_claude  # noqa: E402
 def naive_repeats(home: IwoHome, kill_times: list[float]) -> int:
     """Calls a runner without checkpoints would make again: at each kill, every call already made
     for a spec that was not finished yet (it would start that spec over)."""
-    from iwo_lite.db import parse_utc
+    from iwo_lite.times import parse_utc
 
     done_at = {spec: parse_utc(updated) for spec, updated in
                home.query("SELECT id, updated_at FROM iwo_specs WHERE state = 'done'")}

@@ -59,7 +59,7 @@ class BenchHome:
     def states(self) -> dict[str, str]:
         url = self.env.get("IWO_DATABASE_URL")
         if url:  # a Postgres worker (bench/postgres.py)
-            from iwo_lite import pg
+            from iwo_lite.store import pg
 
             conn = pg.connect(url)
             try:

@@ -30,8 +30,8 @@ from harness import BenchHome  # noqa: E402  (puts tests/ on sys.path)
 import fake_claude  # noqa: E402
 import psycopg  # noqa: E402
 
-from iwo_lite import pg  # noqa: E402
-from iwo_lite.db import parse_utc  # noqa: E402
+from iwo_lite.store import pg  # noqa: E402
+from iwo_lite.times import parse_utc  # noqa: E402
 
 
 def new_database(admin: str) -> str:

@@ -41,7 +41,7 @@ def process_seconds(code: str, env: dict, runs: int) -> float:
 
 
 def builder_launched(home: BenchHome, spec: str) -> float | None:
-    from iwo_lite.db import parse_utc
+    from iwo_lite.times import parse_utc
 
     conn = sqlite3.connect(f"file:{home.root / 'iwo.sqlite'}?mode=ro", uri=True, timeout=10)
     try:

@@ -17,7 +17,7 @@ import sys
 import time
 
 from harness import BenchHome
-from iwo_lite.db import iso_utc
+from iwo_lite.times import iso_utc
 
 ROLES = ("planner", "builder", "reviewer", "tester", "deployer", "docs")
 

@@ -165,7 +165,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         asyncio.run(serve(config))
         return EXIT_OK
     if args.command == "submit":
-        from iwo_lite.submit import load_spec, submit
+        from iwo_lite.intake import load_spec, submit
 
         spec = load_spec(args.file, args.spec_id)
         if not submit(config, spec):
@@ -179,9 +179,9 @@ def _dispatch(args: argparse.Namespace) -> int | None:
              watch=args.watch)
         return EXIT_OK
     if args.command in ("approve", "reject", "revise"):
-        from iwo_lite.gates import record_answer
+        from iwo_lite.gates import answer_from_shell
 
-        gate = record_answer(config, args.spec_id, args.command, args.note)
+        gate = answer_from_shell(config, args.spec_id, args.command, args.note)
         print(f"{args.command}: gate {gate} of spec {args.spec_id}")
         return EXIT_OK
     if args.command in ("cancel", "resume", "fork"):

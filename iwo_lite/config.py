@@ -5,9 +5,9 @@ This module owns:
 * where the home is (``--home`` > ``$IWO_HOME`` > ``~/.iwo-lite``) and which config file is
   read (``--config`` > ``<home>/config.toml`` > built-in defaults);
 * the key names and defaults documented in ``config.example.toml`` (a contract: users and
-  their scripts rely on them);
-* validation of every key, every type and every value, up front, so the rest of the code
-  can trust a :class:`Config` without re-checking it;
+  their scripts rely on them). Each key is written once, as a dataclass field whose metadata
+  holds its checker (config_checks.py); the keys a file may hold are derived from the fields;
+* which settings a spec fixes when it starts (``ADMISSION``) — every other key is read live;
 * the environment overrides ``$IWO_DATABASE_URL`` and ``$IWO_EXECUTOR_ID``.
 
 Every problem is a :class:`ConfigError` whose message is one line naming the file (or the
@@ -22,20 +22,20 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
-from iwo_lite.db import sqlite_path
+from iwo_lite import config_checks as check
+from iwo_lite.config_checks import parse_duration
 from iwo_lite.roles import ROLES
+from iwo_lite.store import sqlite_path
 
 __all__ = [
     "ROLES",
@@ -48,13 +48,13 @@ __all__ = [
     "ApprovalsConfig",
     "TelegramConfig",
     "Config",
+    "ADMISSION",
     "load_config",
 ]
 
 DEFAULT_HOME = "~/.iwo-lite"
 CONFIG_NAME = "config.toml"
 DB_NAME = "iwo.sqlite"
-WORKER_TIMEOUT_S = 30.0
 MIN_WORKER_TIMEOUT_S = 3.0
 DISPATCH_MODES = ("subprocess", "tmux")
 ON_TIMEOUT = ("reject", "approve")
@@ -79,44 +79,6 @@ class ConfigError(Exception):
 
 
 # --------------------------------------------------------------------------- durations
-
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
-_DURATION_HELP = "expected a duration like 90s, 45m, 24h or 2d"
-
-
-def parse_duration(text: str, *, allow_empty: bool = False) -> float | None:
-    """Parse ``"90s"``, ``"45m"``, ``"24h"``, ``"2d"`` (also ``"1.5s"``) into seconds.
-
-    ``""`` gives None when ``allow_empty`` (e.g. ``remind_every = ""`` means never).
-    Anything else, including zero and negative durations, raises ValueError with a
-    message that can follow ``"<file>: <key>: "``. Integer seconds straight from TOML are
-    the caller's business (see :func:`load_config`).
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"{_DURATION_HELP}, got {_show(text)}")
-    stripped = text.strip()
-    if stripped == "":
-        if allow_empty:
-            return None
-        raise ValueError(f"{_DURATION_HELP}, got an empty string")
-    if stripped.startswith("-"):
-        raise ValueError(f"must be greater than zero, got {_show(text)}")
-    match = _DURATION_RE.fullmatch(stripped)
-    if match is None:
-        hint = ""
-        if re.fullmatch(r"\d+(?:\.\d+)?", stripped):
-            hint = f' (add a unit: "{stripped}s" for seconds)'
-        elif re.fullmatch(r"\d+(?:\.\d+)?\s*[SMHD]", stripped):
-            hint = f' (units are lower case: "{stripped.lower()}")'
-        raise ValueError(f"{_DURATION_HELP}, got {_show(text)}{hint}")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"must be greater than zero, got {_show(text)}")
-    if not math.isfinite(seconds):
-        raise ValueError(f"{_DURATION_HELP}, got {_show(text)} (too large)")
-    return seconds
-
 
 # --------------------------------------------------------------------------- home
 
@@ -156,52 +118,61 @@ def resolve_home(cli_home: str | None, environ: Mapping[str, str] = os.environ) 
 # --------------------------------------------------------------------------- the dataclasses
 
 
+
+# --------------------------------------------------------------------------- the keys
+
+
+def key(default: Any, checker, **more) -> Any:
+    """A config key: its default and the checker of a value read from the file."""
+    return field(default=default, metadata={"check": checker}, **more)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """``[agent]``: how an agent process is started."""
 
-    command: tuple[str, ...] = ("claude", "-p", "--output-format", "json")
-    timeout: float = 2700.0  # seconds ("45m")
-    max_concurrent: int = 2
-    retries: int = 2
-    dispatch: str = "subprocess"  # or "tmux"
-    tmux_keep: float = 600.0  # seconds a finished tmux window stays open ("10m")
-    global_max_concurrent: int = 0  # on Postgres: agent processes at once across all workers; 0 = no limit
+    command: tuple[str, ...] = key(("claude", "-p", "--output-format", "json"), check.command)
+    timeout: float = key(2700.0, check.duration)  # seconds ("45m")
+    max_concurrent: int = key(2, check.int_at_least(1))
+    retries: int = key(2, check.int_at_least(0))
+    dispatch: str = key("subprocess", check.choice(DISPATCH_MODES))
+    tmux_keep: float = key(600.0, check.duration)  # seconds a finished tmux window stays open ("10m")
+    global_max_concurrent: int = key(0, check.int_at_least(0))  # Postgres: across all workers; 0 = no limit
 
 
 @dataclass(frozen=True)
 class RoleConfig:
     """``[roles.<role>]``: per-role additions to the agent command."""
 
-    extra_args: tuple[str, ...] = ()
-    prompt_file: Path | None = None  # absolute (resolved against the config file's directory)
-    model: str | None = None
+    extra_args: tuple[str, ...] = key((), check.string_list)
+    prompt_file: Path | None = key(None, check.nonempty_string)  # absolute (against the config file's directory)
+    model: str | None = key(None, check.nonempty_string)
 
 
 @dataclass(frozen=True)
 class LoopConfig:
     """``[loop]``."""
 
-    max_rework: int = 3
+    max_rework: int = key(3, check.int_at_least(0))
 
 
 @dataclass(frozen=True)
 class ApprovalsConfig:
     """``[approvals]``: the human gate."""
 
-    timeout: float = 86400.0  # seconds ("24h")
-    on_timeout: str = "reject"  # or "approve"
-    remind_every: float | None = 14400.0  # seconds ("4h"); None = never
+    timeout: float = key(86400.0, check.duration)  # seconds ("24h")
+    on_timeout: str = key("reject", check.choice(ON_TIMEOUT))
+    remind_every: float | None = key(14400.0, check.duration_or_empty)  # seconds ("4h"); None = never
 
 
 @dataclass(frozen=True)
 class TelegramConfig:
     """``[telegram]``. Holds the *name* of the token's environment variable, never the token."""
 
-    token_env: str = "IWO_TELEGRAM_TOKEN"
-    allowed_chat_ids: tuple[int, ...] = ()
-    allowed_user_ids: tuple[int, ...] = ()  # empty = anyone in an allowed chat
-    base_url: str = "https://api.telegram.org/bot"
+    token_env: str = key("IWO_TELEGRAM_TOKEN", check.env_name)
+    allowed_chat_ids: tuple[int, ...] = key((), check.int_list)
+    allowed_user_ids: tuple[int, ...] = key((), check.int_list)  # empty = anyone in an allowed chat
+    base_url: str = key("https://api.telegram.org/bot", check.http_url)
 
     def token(self, environ: Mapping[str, str] = os.environ) -> str | None:
         """The bot token from ``$<token_env>``; None when unset or blank."""
@@ -211,6 +182,10 @@ class TelegramConfig:
     def enabled(self, environ: Mapping[str, str] = os.environ) -> bool:
         """True when there is a token and at least one allowed chat."""
         return self.token(environ) is not None and len(self.allowed_chat_ids) > 0
+
+
+SECTIONS: dict[str, type] = {"agent": AgentConfig, "loop": LoopConfig, "approvals": ApprovalsConfig,
+                             "telegram": TelegramConfig}
 
 
 def _default_roles() -> Mapping[str, RoleConfig]:
@@ -223,10 +198,14 @@ class Config:
 
     home: Path
     config_path: Path | None  # the file actually read; None when running on defaults
-    database_url: str  # resolved: $IWO_DATABASE_URL > key > sqlite:///<home>/iwo.sqlite
-    executor_id: str  # resolved: $IWO_EXECUTOR_ID > key > hostname
-    worker_timeout: float  # Postgres: a worker silent this long is presumed gone; another recovers its specs
-    workdir: Path  # absolute
+    # resolved: $IWO_DATABASE_URL > key > sqlite:///<home>/iwo.sqlite
+    database_url: str = key("", check.string)
+    # resolved: $IWO_EXECUTOR_ID > key > hostname
+    executor_id: str = key("", check.string)
+    # Postgres: a worker silent this long is presumed gone; another recovers its specs
+    worker_timeout: float = key(30.0, check.duration_at_least(MIN_WORKER_TIMEOUT_S, "a worker's heartbeat comes "
+                                                             f"every {MIN_WORKER_TIMEOUT_S / 3:g}s"))
+    workdir: Path = key(Path("."), check.nonempty_string)  # absolute once loaded
     agent: AgentConfig = field(default_factory=AgentConfig)
     roles: Mapping[str, RoleConfig] = field(default_factory=_default_roles)  # all six roles
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -247,23 +226,44 @@ class Config:
     @property
     def database_url_redacted(self) -> str:
         """``database_url`` with any password replaced by ``***`` (for messages and logs)."""
-        return _redact_url(self.database_url)
+        return check.redact_url(self.database_url)
+
+    def get(self, dotted: str) -> Any:
+        """A value by its dotted key, e.g. ``config.get("approvals.timeout")``."""
+        value: Any = self
+        for part in dotted.split("."):
+            value = value[part] if isinstance(value, Mapping) else getattr(value, part)
+        return value
+
+    def admission_settings(self) -> dict[str, Any]:
+        """The settings a spec fixes when it starts (the `admit` step records them): see ADMISSION."""
+        return {name: self.get(dotted) for name, dotted in ADMISSION.items()}
+
+
+# What a spec fixes when it starts (recorded by its `admit` step, under these names), so that a
+# config change never changes the rules for a spec half-way; every other key is read live, at
+# the moment it is used (agent.*, roles.*, telegram.*: the next dispatch or message uses the new value).
+ADMISSION: dict[str, str] = {
+    "max_rework": "loop.max_rework",
+    "gate_timeout": "approvals.timeout",
+    "on_timeout": "approvals.on_timeout",
+    "remind_every": "approvals.remind_every",
+}
+
+
+def _file_keys(cls: type) -> dict[str, Any]:
+    """The keys a config file may hold in a section: the fields with a checker."""
+    return {f.name: f for f in fields(cls) if "check" in f.metadata}
+
+
+# Every key a config file may hold: top-level keys, sections, and the keys of each section.
+_TOP_KEYS = tuple(_file_keys(Config)) + tuple(SECTIONS) + ("roles",)
+_SECTION_KEYS: dict[str, tuple[str, ...]] = {name: tuple(_file_keys(cls)) for name, cls in SECTIONS.items()}
+_ROLE_KEYS = tuple(_file_keys(RoleConfig))
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 # --------------------------------------------------------------------------- loading
-
-# Every key a config file may hold, with the keys of each section: used to reject unknown
-# keys and to suggest the right one.
-_TOP_KEYS = ("database_url", "executor_id", "worker_timeout", "workdir", "agent", "roles", "loop", "approvals", "telegram")
-_SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "agent": ("command", "timeout", "max_concurrent", "global_max_concurrent", "retries", "dispatch", "tmux_keep"),
-    "loop": ("max_rework",),
-    "approvals": ("timeout", "on_timeout", "remind_every"),
-    "telegram": ("token_env", "allowed_chat_ids", "allowed_user_ids", "base_url"),
-}
-_ROLE_KEYS = ("extra_args", "prompt_file", "model")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def load_config(
@@ -325,138 +325,82 @@ def _read_toml(path: Path, *, required: bool) -> dict[str, Any]:
         raise ConfigError(f"{src}: {where}: {message}", source=src) from None
 
 
+
 def _build(home: Path, path: Path | None, data: dict[str, Any], environ: Mapping[str, str]) -> Config:
     src = str(path) if path is not None else "(defaults)"
     base_dir = path.parent if path is not None else home
     _reject_unknown(src, "", data, _TOP_KEYS)
-
-    # top-level keys
-    # (the file's values are checked even when the environment overrides them)
-    database_url = _database_url(src, "database_url", _get(src, "database_url", data, "", _string),
-                                 home, base_dir, environ)
-    db_env = environ.get("IWO_DATABASE_URL", "")
-    if db_env.strip():
-        database_url = _database_url("$IWO_DATABASE_URL", "database_url", db_env, home, Path.cwd(), environ)
-
-    executor_id = _get(src, "executor_id", data, "", _string).strip()
-    exec_env = environ.get("IWO_EXECUTOR_ID", "")
-    if exec_env.strip():
-        executor_id = exec_env.strip()
-    if not executor_id:
-        executor_id = socket.gethostname() or "localhost"
-
-    worker_timeout = _get(src, "worker_timeout", data, WORKER_TIMEOUT_S, _duration)
-    if worker_timeout < MIN_WORKER_TIMEOUT_S:
-        raise _error(src, "worker_timeout", f"expected at least {MIN_WORKER_TIMEOUT_S:g}s (a worker's heartbeat "
-                     f"comes every {MIN_WORKER_TIMEOUT_S / 3:g}s), got {worker_timeout:g}s")
-
-    workdir_text = _get(src, "workdir", data, ".", _nonempty_string)
-    workdir = _absolute(workdir_text, environ)
-
-    # [agent]
-    section = _section(src, "agent", data)
-    d = AgentConfig()
-    agent = AgentConfig(
-        command=_get(src, "agent.command", section, d.command, _command),
-        timeout=_get(src, "agent.timeout", section, d.timeout, _duration),
-        max_concurrent=_get(src, "agent.max_concurrent", section, d.max_concurrent, _int_at_least(1)),
-        retries=_get(src, "agent.retries", section, d.retries, _int_at_least(0)),
-        dispatch=_get(src, "agent.dispatch", section, d.dispatch, _choice(DISPATCH_MODES)),
-        tmux_keep=_get(src, "agent.tmux_keep", section, d.tmux_keep, _duration),
-        global_max_concurrent=_get(src, "agent.global_max_concurrent", section, d.global_max_concurrent,
-                                   _int_at_least(0)),
-    )
-
-    # [roles.<role>]
-    roles_table = data.get("roles", {})
-    if not isinstance(roles_table, dict):
-        raise _error(src, "roles", f"expected a table of roles ([roles.reviewer], ...), got {_show(roles_table)}")
-    _reject_unknown(src, "roles", roles_table, ROLES, what="role")
-    roles: dict[str, RoleConfig] = {}
-    for role in ROLES:
-        table = roles_table.get(role, {})
-        key = f"roles.{role}"
-        if not isinstance(table, dict):
-            raise _error(src, key, f"expected a table ([{key}]), got {_show(table)}")
-        _reject_unknown(src, key, table, _ROLE_KEYS)
-        prompt_file = _get(src, f"{key}.prompt_file", table, None, _nonempty_string)
-        roles[role] = RoleConfig(
-            extra_args=_get(src, f"{key}.extra_args", table, (), _string_list),
-            prompt_file=_absolute(prompt_file, environ, base_dir) if prompt_file is not None else None,
-            model=_get(src, f"{key}.model", table, None, _nonempty_string),
-        )
-
-    # [loop]
-    section = _section(src, "loop", data)
-    loop = LoopConfig(max_rework=_get(src, "loop.max_rework", section, LoopConfig().max_rework, _int_at_least(0)))
-
-    # [approvals]
-    section = _section(src, "approvals", data)
-    d2 = ApprovalsConfig()
-    approvals = ApprovalsConfig(
-        timeout=_get(src, "approvals.timeout", section, d2.timeout, _duration),
-        on_timeout=_get(src, "approvals.on_timeout", section, d2.on_timeout, _choice(ON_TIMEOUT)),
-        remind_every=_get(src, "approvals.remind_every", section, d2.remind_every, _duration_or_empty),
-    )
-
-    # [telegram]
-    section = _section(src, "telegram", data)
-    d3 = TelegramConfig()
-    telegram = TelegramConfig(
-        token_env=_get(src, "telegram.token_env", section, d3.token_env, _env_name),
-        allowed_chat_ids=_get(src, "telegram.allowed_chat_ids", section, d3.allowed_chat_ids, _int_list),
-        allowed_user_ids=_get(src, "telegram.allowed_user_ids", section, d3.allowed_user_ids, _int_list),
-        base_url=_get(src, "telegram.base_url", section, d3.base_url, _http_url),
-    )
-
+    top = _checked(src, "", Config, data)
+    sections = {name: cls(**_checked(src, name, cls, _table(src, name, data.get(name, {}), _SECTION_KEYS[name])))
+                for name, cls in SECTIONS.items()}
     return Config(
         home=home,
         config_path=path,
-        database_url=database_url,
-        executor_id=executor_id,
-        worker_timeout=worker_timeout,
-        workdir=workdir,
-        agent=agent,
-        roles=MappingProxyType(roles),
-        loop=loop,
-        approvals=approvals,
-        telegram=telegram,
+        database_url=_resolve_database_url(src, top.get("database_url", ""), home, base_dir, environ),
+        executor_id=_resolve_executor_id(top.get("executor_id", ""), environ),
+        worker_timeout=top.get("worker_timeout", Config.worker_timeout),
+        workdir=_absolute(top.get("workdir", "."), environ),
+        roles=_roles(src, data, base_dir, environ),
+        **sections,
     )
 
 
-# --------------------------------------------------------------------------- helpers
+def _checked(src: str, prefix: str, cls: type, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The section's keys present in `table`, each through its checker (defaults are the dataclass's)."""
+    values = {}
+    for name, spec in _file_keys(cls).items():
+        if name not in table:
+            continue
+        dotted = f"{prefix}.{name}" if prefix else name
+        try:
+            values[name] = spec.metadata["check"](table[name])
+        except check.Bad as bad:
+            raise _error(src, dotted + bad.suffix, str(bad)) from None
+    return values
 
 
-class _Bad(ValueError):
-    """Raised by a checker; ``_get`` turns it into a ConfigError naming file and key.
+def _table(src: str, dotted: str, table: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    """Table `dotted` of the file, its keys checked against the `allowed` ones."""
+    if not isinstance(table, dict):
+        raise _error(src, dotted, f"expected a table ([{dotted}]), got {check.show(table)}")
+    _reject_unknown(src, dotted, table, allowed)
+    return table
 
-    ``suffix`` extends the key (``[2]`` for a list item)."""
 
-    def __init__(self, message: str, suffix: str = ""):
-        super().__init__(message)
-        self.suffix = suffix
+def _roles(src: str, data: Mapping[str, Any], base_dir: Path, environ: Mapping[str, str]) -> Mapping[str, RoleConfig]:
+    roles_table = data.get("roles", {})
+    if not isinstance(roles_table, dict):
+        raise _error(src, "roles", f"expected a table of roles ([roles.reviewer], ...), got {check.show(roles_table)}")
+    _reject_unknown(src, "roles", roles_table, ROLES, what="role")
+    roles: dict[str, RoleConfig] = {}
+    for role in ROLES:
+        dotted = f"roles.{role}"
+        values = _checked(src, dotted, RoleConfig, _table(src, dotted, roles_table.get(role, {}), _ROLE_KEYS))
+        if values.get("prompt_file") is not None:
+            values["prompt_file"] = _absolute(values["prompt_file"], environ, base_dir)
+        roles[role] = RoleConfig(**values)
+    return MappingProxyType(roles)
+
+
+def _resolve_database_url(src: str, value: str, home: Path, base_dir: Path, environ: Mapping[str, str]) -> str:
+    """The file's value is checked even when the environment overrides it."""
+    database_url = _database_url(src, "database_url", value, home, base_dir, environ)
+    db_env = environ.get("IWO_DATABASE_URL", "")
+    if db_env.strip():
+        database_url = _database_url("$IWO_DATABASE_URL", "database_url", db_env, home, Path.cwd(), environ)
+    return database_url
+
+
+def _resolve_executor_id(value: str, environ: Mapping[str, str]) -> str:
+    executor_id = value.strip()
+    exec_env = environ.get("IWO_EXECUTOR_ID", "")
+    if exec_env.strip():
+        executor_id = exec_env.strip()
+    return executor_id or socket.gethostname() or "localhost"
 
 
 def _error(src: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{src}: {key}: {message}", source=src, key=key)
-
-
-def _get(src: str, key: str, table: Mapping[str, Any], default: Any, check: Callable[[Any], Any]) -> Any:
-    name = key.rsplit(".", 1)[-1]
-    if name not in table:
-        return default
-    try:
-        return check(table[name])
-    except _Bad as bad:
-        raise _error(src, key + bad.suffix, str(bad)) from None
-
-
-def _section(src: str, name: str, data: Mapping[str, Any]) -> Mapping[str, Any]:
-    table = data.get(name, {})
-    if not isinstance(table, dict):
-        raise _error(src, name, f"expected a table ([{name}]), got {_show(table)}")
-    _reject_unknown(src, name, table, _SECTION_KEYS[name])
-    return table
 
 
 def _dotted(prefix: str, key: str) -> str:
@@ -497,155 +441,6 @@ def _find_elsewhere(key: str, prefix: str) -> str | None:
     return None
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return "a date/time"
-
-
-def _show(value: Any) -> str:
-    """A value as it would look in TOML, on one line, shortened."""
-    if isinstance(value, dict):
-        return "a table"
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return text
-
-
-def _got(value: Any) -> str:
-    if isinstance(value, (bool, int, float, str)):
-        return f"got {_show(value)} ({_type_name(value)})"
-    return f"got {_type_name(value)}"
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"expected a string, {_got(value)}")
-    return value
-
-
-def _nonempty_string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"expected a string, {_got(value)}")
-    if not value.strip():
-        raise _Bad("expected a non-empty string, got an empty string")
-    return value
-
-
-def _int_at_least(minimum: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Bad(f"expected an integer >= {minimum}, {_got(value)}")
-        if value < minimum:
-            raise _Bad(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return check
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    wanted = " or ".join(_show(o) for o in options)
-
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise _Bad(f"expected {wanted}, {_got(value)}")
-        if value not in options:
-            raise _Bad(f"expected {wanted}, got {_show(value)}")
-        return value
-
-    return check
-
-
-def _duration(value: Any, *, allow_empty: bool = False) -> float | None:
-    if isinstance(value, bool):
-        raise _Bad(f"{_DURATION_HELP}, {_got(value)}")
-    if isinstance(value, (int, float)):  # a bare number from TOML is seconds
-        if not math.isfinite(value) or value <= 0:
-            raise _Bad(f"must be greater than zero, got {_show(value)}")
-        return float(value)
-    if not isinstance(value, str):
-        raise _Bad(f"{_DURATION_HELP}, {_got(value)}")
-    try:
-        return parse_duration(value, allow_empty=allow_empty)
-    except ValueError as exc:
-        raise _Bad(str(exc)) from None
-
-
-def _duration_or_empty(value: Any) -> float | None:
-    return _duration(value, allow_empty=True)
-
-
-def _command(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise _Bad(f'expected an array of strings like ["claude", "-p"], {_got(value)}')
-    if not value:
-        raise _Bad("expected at least the program to run, got an empty array")
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise _Bad(f"expected a string, {_got(item)}", f"[{i}]")
-        if item == "":
-            raise _Bad("expected a non-empty string, got an empty string", f"[{i}]")
-    return tuple(value)
-
-
-def _string_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise _Bad(f'expected an array of strings like ["--verbose"], {_got(value)}')
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise _Bad(f"expected a string, {_got(item)}", f"[{i}]")
-    return tuple(value)
-
-
-def _int_list(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list):
-        raise _Bad(f"expected an array of integer ids like [123456789], {_got(value)}")
-    for i, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise _Bad(f"expected an integer id, {_got(item)}", f"[{i}]")
-    return tuple(value)
-
-
-def _env_name(value: Any) -> str:
-    # Never echo the value: a user may have pasted the token itself here.
-    if not isinstance(value, str):
-        raise _Bad(f"expected the name of an environment variable, got {_type_name(value)}")
-    if ":" in value:
-        raise _Bad("expected the NAME of an environment variable (like IWO_TELEGRAM_TOKEN), "
-                   "not the token itself; put the token in that variable")
-    if not _ENV_NAME.fullmatch(value):
-        raise _Bad("expected the name of an environment variable (letters, digits and _, like IWO_TELEGRAM_TOKEN)")
-    return value
-
-
-def _http_url(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"expected an http:// or https:// URL, {_got(value)}")
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _Bad(f"expected an http:// or https:// URL, got {_show(_redact_url(value))}")
-    return value
-
-
-def _redact_url(url: str) -> str:
-    """Replace the password in ``scheme://user:password@host`` with ``***``."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url)
-
-
 def _database_url(src: str, key: str, value: str, home: Path, base: Path, environ: Mapping[str, str]) -> str:
     """Validate and normalise a database URL; "" means the SQLite file in the home.
 
@@ -672,5 +467,5 @@ def _database_url(src: str, key: str, value: str, home: Path, base: Path, enviro
             return "postgresql://" + rest
         return value
     # Don't echo the whole value: a mistyped URL may still carry a password.
-    shown = f"a URL starting with {_show(scheme + '://')}" if scheme else _show(_redact_url(value)[:30])
+    shown = f"a URL starting with {check.show(scheme + '://')}" if scheme else check.show(check.redact_url(value)[:30])
     raise _error(src, key, f'expected "" (the SQLite file in the home), sqlite:///<path> or postgresql://..., got {shown}')

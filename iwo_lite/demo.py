@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from iwo_lite.config import load_config
-from iwo_lite.db import FINAL_STATES
+from iwo_lite.store.specs import FINAL_STATES
 
 SAMPLE_SPEC = """# Greet people by name
 
@@ -46,9 +46,9 @@ def run_demo() -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from iwo_lite.gates import record_answer
+    from iwo_lite.gates import answer_from_shell
     from iwo_lite.status import list_specs, spec_trace, specs_table, trace_view
-    from iwo_lite.submit import load_spec, submit
+    from iwo_lite.intake import load_spec, submit
 
     console = Console()
     home = Path(tempfile.mkdtemp(prefix="iwo-lite-demo-"))
@@ -82,7 +82,7 @@ def run_demo() -> int:
                     gate_id = next((g["id"] for g in trace["gates"] if g["answer"] is None), None)
                     if state == "waiting" and gate_id and gate_id not in answered:
                         time.sleep(1.0)
-                        answered.add(record_answer(config, spec.id, "approve", "approved by the demo",
+                        answered.add(answer_from_shell(config, spec.id, "approve", "approved by the demo",
                                                    by="demo", via="cli"))
                         live.console.print(f"[magenta]the {trace['role']} asked: {trace['question']} "
                                            "— the demo answers for you: iwo-lite approve "

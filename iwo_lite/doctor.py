@@ -9,15 +9,18 @@ No DBOS import. Exit 0 when every check passes, 1 otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sqlite3
 import stat
 
 from iwo_lite.config import Config
-from iwo_lite.db import MIGRATIONS, REPLAY_VERSION, Home, connect_readonly, daemon_pid, has_table, open_db_readonly
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, first_line
+from iwo_lite.home import Home, daemon_pid
+from iwo_lite.store import One, Store, checkpoints
+from iwo_lite.store import specs as spec_rows
+from iwo_lite.store import workers as worker_rows
+from iwo_lite.store.schema import MIGRATIONS
 
 
 def checks(config: Config) -> list[tuple[bool, str, str]]:
@@ -59,28 +62,35 @@ def _postgres_checks(config: Config) -> list[tuple[bool, str, str]]:
     """Reach the server, the schema version, replay versions, and the workers that share the database."""
     shown = config.database_url_redacted
     try:
-        conn = open_db_readonly(config.database_url)
+        db = Store.open_readonly(config.database_url)
     except Exception as error:  # server down, wrong URL, bad password
         return [(False, f"database: {shown}: {first_line(error)}", "check database_url and that the server runs")]
-    if conn is None:
+    if db is None:
         return [(True, f"database: {shown} not created yet (the first run or submit creates it)", "")]
-    with contextlib.closing(conn):
-        results = [(True, f"database: {shown} (Postgres)", "")]
-        version = conn.execute("SELECT MAX(version) FROM iwo_migrations").fetchone()[0] if has_table(
-            conn, "iwo_migrations") else 0
-        results.append((version == len(MIGRATIONS), f"iwo_ schema version: {version} of {len(MIGRATIONS)}",
-                        "run `iwo-lite run` to migrate"))
-        if conn.execute("SELECT to_regclass('dbos.workflow_status') IS NOT NULL").fetchone()[0]:
-            results.append(_replay_check(conn))
-        if has_table(conn, "iwo_workers"):
-            results.append(_executor_check(conn, config.executor_id))
+    with db:
+        results = [(True, f"database: {shown} (Postgres)", ""), _schema_check(db)]
+        if db.run(_one("SELECT to_regclass('dbos.workflow_status') IS NOT NULL AS found"))["found"]:
+            results.append(_replay_check(db))
+        if db.has_table("iwo_workers"):
+            results.append(_executor_check(db, config.executor_id))
     results.append(_unfinished_sqlite_check(config))
     return results
 
 
-def _executor_check(conn, executor_id: str) -> tuple[bool, str, str]:
-    rows = conn.execute("SELECT executor_id, host, stopped_at FROM iwo_workers ORDER BY executor_id").fetchall()
-    others = ", ".join(f"{row[0]} on {row[1]}" + (" (stopped)" if row[2] else "") for row in rows) or "none yet"
+def _one(sql: str):
+    return (yield One(sql))
+
+
+def _schema_check(db: Store) -> tuple[bool, str, str]:
+    version = db.run(_one("SELECT MAX(version) AS v FROM iwo_migrations"))["v"] if db.has_table("iwo_migrations") else 0
+    return (version == len(MIGRATIONS), f"iwo_ schema version: {version} of {len(MIGRATIONS)}",
+            "run `iwo-lite run` to migrate")
+
+
+def _executor_check(db: Store, executor_id: str) -> tuple[bool, str, str]:
+    rows = db.run(worker_rows.listed())
+    others = ", ".join(f"{row['executor_id']} on {row['host']}" + (" (stopped)" if row["stopped_at"] else "")
+                       for row in rows) or "none yet"
     return True, f"executor_id: {executor_id}; workers on this database: {others}", ""
 
 
@@ -89,10 +99,8 @@ def _unfinished_sqlite_check(config: Config) -> tuple[bool, str, str]:
     path = Home(config.home).db
     if not path.exists():
         return True, "no SQLite file in this home", ""
-    with contextlib.closing(connect_readonly(path)) as conn:
-        unfinished = conn.execute(
-            "SELECT COUNT(*) FROM iwo_specs WHERE state NOT IN ('done', 'rejected', 'failed', 'cancelled')"
-        ).fetchone()[0] if has_table(conn, "iwo_specs") else 0
+    with Store.open_readonly(f"sqlite:///{path}") as db:
+        unfinished = db.run(spec_rows.unfinished_count()) if db.has_table("iwo_specs") else 0
     return (unfinished == 0, f"SQLite file {path}: {unfinished} unfinished spec(s) not on Postgres",
             "drain them first: run with database_url = \"\" until `status` shows none unfinished (README: "
             "More than one machine)")
@@ -106,32 +114,27 @@ def _inspect_database(config: Config) -> list[tuple[bool, str, str]]:
         return [(True, f"database: {db_path} not created yet (the first run or submit creates it)", "")]
     mode = stat.S_IMODE(os.stat(db_path).st_mode)
     results = [(mode == 0o600, f"database mode: {oct(mode)}", f"chmod 600 {db_path}")]
-    with contextlib.closing(connect_readonly(db_path)) as conn:
-        integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
+    with Store.open_readonly(config.database_url) as db:
+        integrity = db.run(_one("PRAGMA quick_check"))["quick_check"]
         results.append((integrity == "ok", f"database integrity: {integrity}",
                         "restore from a backup (see README: Backups)"))
-        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        journal = db.run(_one("PRAGMA journal_mode"))["journal_mode"]
         results.append((journal == "wal", f"database journal: {journal}", "run `iwo-lite run` once to set WAL"))
-        version = conn.execute("SELECT MAX(version) FROM iwo_migrations").fetchone()[0] if has_table(
-            conn, "iwo_migrations") else 0
-        results.append((version == len(MIGRATIONS), f"iwo_ schema version: {version} of {len(MIGRATIONS)}",
-                        "run `iwo-lite run` to migrate"))
-        if has_table(conn, "workflow_status"):
-            results.append(_replay_check(conn))
+        results.append(_schema_check(db))
+        if db.has_table("workflow_status"):
+            results.append(_replay_check(db))
     return results
 
 
-def _replay_check(conn) -> tuple[bool, str, str]:
+def _replay_check(db: Store) -> tuple[bool, str, str]:
     """Unfinished workflows of another replay version: this build's DBOS never recovers them."""
-    rows = conn.execute(
-        "SELECT application_version, COUNT(*) FROM workflow_status WHERE status IN ('PENDING', 'ENQUEUED')"
-        " AND COALESCE(application_version, '') <> ? GROUP BY 1 ORDER BY 1", (REPLAY_VERSION,)).fetchall()
+    rows = db.run(checkpoints.other_versions())
     if not rows:
-        return True, f"replay version: {REPLAY_VERSION} (no unfinished specs of another version)", ""
+        return True, f"replay version: {checkpoints.REPLAY_VERSION} (no unfinished specs of another version)", ""
     count = sum(row[1] for row in rows)
     versions = ", ".join(f"{row[0]}: {row[1]}" for row in rows)
     return (False, f"replay version: {count} unfinished spec(s) of another version ({versions}); "
-            f"this build ({REPLAY_VERSION}) will not recover them",
+            f"this build ({checkpoints.REPLAY_VERSION}) will not recover them",
             "stop this daemon and run the build that started them (`iwo-lite run`, same home) until they "
             "are done (doctor passes), then start this build again")
 

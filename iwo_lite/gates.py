@@ -1,55 +1,42 @@
-"""Answering a human gate: the one rule every answer obeys, from the shell or from Telegram.
+"""Human gates: record an answer, refuse a wrong one, wake the waiting spec, listen for answers.
 
-Owns: the guarded UPDATE that records an answer (the gate is the spec's current one, still
-open, before its deadline; the first answer wins), the one-line explanation of a refusal,
-and the shell's side: record the answer with plain sqlite3, then poke the daemon (SIGUSR1,
-only when it holds the home's lock) so it wakes the waiting workflow at once. No DBOS import
-here: an answer from the shell is a small SQLite write. The daemon's side (waking the
-workflow with a DBOS message on the gate's own topic, the durable deadline, the timeout
-policy) is in daemon.py and loop.py.
+One answer path for the shell and every notifier. An answer is a row first (store/gates.py:
+the gate is the spec's current one, open, before its deadline; the first answer wins), then
+a wake-up:
+
+* from the shell (`approve` / `reject` / `revise`, daemon running or not): the row, then a
+  poke of the running daemon (SIGUSR1, sent only to the process holding `daemon.lock`); on
+  Postgres also a NOTIFY that every worker hears. No DBOS import: an answer is a small write.
+* in the daemon (a notifier's button or reply, or a poke): `Gates.answer` records it and the
+  daemon's `wake` sends the waiting workflow a DBOS message on the gate's own topic and wakes
+  its recv at once. A sweep at start and every WAKE_SWEEP_S catches answers given while the
+  daemon was down or whose poke was lost.
+
+The durable deadline and the timeout policy are the loop's (loop.py).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import getpass
+import logging
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from iwo_lite.config import Config
-from iwo_lite.db import Home, daemon_pid, open_db, utc_now
 from iwo_lite.errors import UserError
+from iwo_lite.home import Home, daemon_pid
 from iwo_lite.roles import ANSWERS
+from iwo_lite.store import AsyncStore, Store
+from iwo_lite.store import gates as gate_rows
+from iwo_lite.store import specs as spec_rows
 
-# Parameters: answer, note, answered_by, answered_via, answered_at, gate id, now.
-ANSWER_SQL = """
-UPDATE iwo_gates SET answer = ?, note = ?, answered_by = ?, answered_via = ?, answered_at = ?
-WHERE id = ? AND answer IS NULL AND deadline > ?
-  AND EXISTS (SELECT 1 FROM iwo_specs s WHERE s.id = iwo_gates.spec_id AND s.state = 'waiting'
-              AND s.gate_id = iwo_gates.id)
-"""
-GATE_SQL = "SELECT id, spec_id, answer, answered_by, answered_via, deadline FROM iwo_gates WHERE id = ?"
-SPEC_GATE_SQL = "SELECT state, gate_id FROM iwo_specs WHERE id = ?"
-ANSWER_CHANNEL = "iwo_answers"  # Postgres: NOTIFY'd after an answer from the shell; every worker listens
-# The gates whose answer is recorded but whose workflow may still be asleep: wake them.
-ANSWERED_WAITING_SQL = """
-SELECT g.id, g.spec_id FROM iwo_specs s JOIN iwo_gates g ON g.id = s.gate_id
-WHERE s.state = 'waiting' AND g.answer IS NOT NULL
-"""
-
-
-def refusal(gate: dict | None, spec: dict | None, now: str, gate_id: str) -> str:
-    """Why an answer to `gate_id` was not recorded (after ANSWER_SQL changed no row)."""
-    if gate is None:
-        return f"gate {gate_id}: no such gate"
-    if gate["answer"] is not None:
-        return (f"gate {gate_id} was already answered: {gate['answer']} by {gate['answered_by']} "
-                f"via {gate['answered_via']}")
-    if gate["deadline"] <= now:
-        return f"gate {gate_id} closed at its deadline {gate['deadline']}; approvals.on_timeout decides it"
-    state = spec["state"] if spec else "unknown"
-    return f"{gate['spec_id']}: not waiting on gate {gate_id} (state {state})"
+log = logging.getLogger("iwo_lite")
+WAKE_SWEEP_S = 5.0  # safety net: wake answered gates even if a poke was lost
+WakeFn = Callable[[str, str], Awaitable[None]]  # (gate id, spec id)
 
 
 def check_answer(answer: str, note: str, spec_id: str) -> None:
@@ -59,37 +46,33 @@ def check_answer(answer: str, note: str, spec_id: str) -> None:
         raise UserError(f"{spec_id}: revise needs the instructions for the builder: -m TEXT")
 
 
-def record_answer(config: Config, spec_id: str, answer: str, note: str, *, by: str | None = None,
-                  via: str = "cli") -> str:
+def answer_from_shell(config: Config, spec_id: str, answer: str, note: str, *, by: str | None = None,
+                      via: str = "cli") -> str:
     """Record `answer` on the gate the spec waits on now and return its id; UserError if impossible."""
     check_answer(answer, note, spec_id)
     db_path = config.db_path
     if db_path is not None and not db_path.exists():
         raise UserError(f"{spec_id}: no such spec (no database at {db_path})")
-    with contextlib.closing(open_db(config.database_url)) as conn:
-        spec = conn.execute(SPEC_GATE_SQL, (spec_id,)).fetchone()
+    with Store.open(config.database_url) as store:
+        spec = store.run(spec_rows.current_gate(spec_id))
         if spec is None:
             raise UserError(f"{spec_id}: no such spec")
         if spec["state"] != "waiting" or not spec["gate_id"]:
             raise UserError(f"{spec_id}: not waiting for an answer (state {spec['state']})")
         gate_id = spec["gate_id"]
-        now = utc_now()
-        changed = conn.execute(ANSWER_SQL, (answer, note or None, by or _user(), via, now, gate_id, now)).rowcount
-        if changed != 1:
-            gate = conn.execute(GATE_SQL, (gate_id,)).fetchone()
-            spec = conn.execute(SPEC_GATE_SQL, (spec_id,)).fetchone()
-            raise UserError(refusal(dict(gate) if gate else None, dict(spec) if spec else None, now, gate_id))
-        if db_path is None:  # Postgres: the worker running the spec may be on another machine
-            conn.execute("SELECT pg_notify(?, ?)", (ANSWER_CHANNEL, gate_id))
+        refused = store.run(gate_rows.answer(gate_id, answer, note, by or _user(), via))
+        if refused is not None:
+            raise UserError(refused)
+        store.run(gate_rows.announce_answer(gate_id))
     poke_daemon(Home(config.home).lock)
     return gate_id
 
 
 def poke_daemon(lock_path: Path) -> bool:
-    """Tell a running daemon to wake answered gates now; False when no daemon holds the lock."""
+    """Tell a running daemon to look at the database now; False when no daemon holds the lock."""
     pid = daemon_pid(lock_path)
     if pid is None:
-        return False  # the daemon wakes the gate when it starts
+        return False  # the daemon looks when it starts
     try:
         os.kill(pid, signal.SIGUSR1)
     except (ProcessLookupError, PermissionError):
@@ -102,3 +85,53 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+class Gates:
+    """The daemon's side: answers from notifiers, and waking the workflows of answered gates."""
+
+    def __init__(self, store: AsyncStore, wake: WakeFn):
+        self.store = store
+        self._wake_fn = wake
+        self._woken: dict[str, float] = {}
+        self._kick = asyncio.Event()
+
+    async def answer(self, gate_id: str, answer: str, note: str, by: str, via: str) -> str | None:
+        """Record a notifier's answer; None when recorded (and the spec woken), else why not."""
+        refused = await self.store.run(gate_rows.answer(gate_id, answer, note, by, via))
+        if refused is None:
+            await self._wake(gate_id, gate_rows.spec_of(gate_id))
+        return refused
+
+    def poke(self) -> None:
+        self._kick.set()
+
+    async def sweep_forever(self) -> None:
+        while True:
+            try:
+                for gate_id, spec_id in await self.store.run(gate_rows.answered_waiting()):
+                    if time.monotonic() - self._woken.get(gate_id, -1e9) > WAKE_SWEEP_S * 2:
+                        await self._wake(gate_id, spec_id)
+            except Exception as error:  # a locked database for a moment: the next sweep retries
+                log.warning("waking answered gates failed: %s", error)
+            try:
+                await asyncio.wait_for(self._kick.wait(), WAKE_SWEEP_S)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+
+    async def listen_forever(self, database_url: str) -> None:
+        """Postgres: an answer recorded on any machine (NOTIFY iwo_answers) wakes its gate now."""
+        from iwo_lite.store import pg
+
+        while True:
+            try:
+                async for _ in pg.listen(database_url, gate_rows.ANSWER_CHANNEL):
+                    self.poke()
+            except Exception as error:  # the server restarted: listen again; the sweep covers the gap
+                log.warning("listening for answers failed: %s", error)
+            await asyncio.sleep(WAKE_SWEEP_S)
+
+    async def _wake(self, gate_id: str, spec_id: str) -> None:
+        self._woken[gate_id] = time.monotonic()
+        await self._wake_fn(gate_id, spec_id)

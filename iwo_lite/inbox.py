@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from iwo_lite.errors import UserError
-from iwo_lite.submit import Spec, load_spec
+from iwo_lite.intake import Spec, load_spec
 
 log = logging.getLogger("iwo_lite.inbox")
 

@@ -1,39 +1,36 @@
 """The six-role loop as one DBOS workflow per spec: deterministic glue, all I/O in steps.
 
 The workflow body only decides (with roles.after_verdict / after_answer) and calls steps:
-`admit` (save the spec, snapshot the loop settings), `dispatch` (one role's turn: prompt,
-detached agent run, handoff file), the human gate (`open_gate`: deadline computed once;
-`notify_gate`: question or reminder to Telegram; `settle_gate`: the answer from iwo_gates, or
-the timeout policy at the deadline; `announce_gate`: edit the messages) and `finish`. Every value the body branches on
-comes from a step's recorded output, so a replay after kill -9 takes the same path and
-re-runs nothing that finished. Steps are idempotent, so DBOS may retry them.
+`admit` (save the spec, snapshot the settings a spec fixes when it starts), `dispatch` (one
+role's turn: prompt, detached agent run, handoff file), the human gate (`open_gate`: deadline
+computed once; `notify_gate`: question or reminder to the notifiers; `settle_gate`: the
+answer from iwo_gates, or the timeout policy at the deadline; `announce_gate`: edit the
+messages) and `finish`. Every value the body branches on comes from a step's recorded output
+(typed in store/checkpoints.py), so a replay after kill -9 takes the same path and re-runs
+nothing that finished. Steps are idempotent, so DBOS may retry them.
 
-The daemon installs a Runtime (config, home, ledger, dispatcher) before launching DBOS.
+The daemon installs a Runtime (config, home, store, dispatcher, notifiers) before launching DBOS.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from dbos import DBOS
-from dbos._error import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError
-
-from iwo_lite import roles
+from iwo_lite import durable, roles
+from iwo_lite.agents.answer import AgentAnswer
 from iwo_lite.config import Config
-from iwo_lite.db import WORKFLOW_NAME, Home, iso_utc, parse_utc
-from iwo_lite.dispatch import DispatchRequest, Dispatcher
-from iwo_lite.handoff import AgentAnswer, handoff_name, render_handoff, write_once
-from iwo_lite.ledger import Ledger
+from iwo_lite.handoff import render_handoff
+from iwo_lite.home import Home, handoff_name, read_text, write_once
+from iwo_lite.runs.dispatcher import DispatchRequest, Dispatcher
+from iwo_lite.store import AsyncStore
+from iwo_lite.store import gates as gate_rows
+from iwo_lite.store import runs as run_rows
+from iwo_lite.store import specs as spec_rows
+from iwo_lite.store.checkpoints import WORKFLOW_NAME, GateOpened, Outcome, Settings, Settled, SpecInput
+from iwo_lite.times import iso_utc, parse_utc
 
-if TYPE_CHECKING:
-    from iwo_lite.telegram import TelegramBot
-
-STEP_RETRIES = dict(retries_allowed=True, max_attempts=4, interval_seconds=0.5, backoff_rate=2.0)
-# Every daemon restart counts as a recovery attempt; a gate may wait through many restarts.
-MAX_RECOVERY_ATTEMPTS = 1_000_000
 HANDOFF_READ_LIMIT = 200_000  # characters of one handoff file read back into later prompts
 
 
@@ -41,9 +38,9 @@ HANDOFF_READ_LIMIT = 200_000  # characters of one handoff file read back into la
 class Runtime:
     config: Config
     home: Home
-    ledger: Ledger
+    store: AsyncStore
     dispatcher: Dispatcher
-    bot: "TelegramBot | None" = None
+    notifiers: list = field(default_factory=list)
 
 
 _runtime: Runtime | None = None
@@ -63,32 +60,26 @@ def rt() -> Runtime:
 # -- steps ---------------------------------------------------------------------------------
 
 
-@DBOS.step(name="admit", **STEP_RETRIES)
-async def admit(spec: dict) -> dict:
-    """Save spec.md (once), mark the spec running, and snapshot the loop settings."""
+@durable.step(name="admit", **durable.STEP_RETRIES)
+async def admit(spec: SpecInput) -> Settings:
+    """Save spec.md (once), mark the spec running, and snapshot the settings it keeps to its end."""
     runtime = rt()
-    write_once(runtime.home.spec_dir(spec["id"]) / "spec.md", spec["text"])
-    await runtime.ledger.spec_running(spec["id"], spec["title"], spec.get("source"), spec.get("parent_id"))
-    approvals = runtime.config.approvals
-    return {
-        "max_rework": runtime.config.loop.max_rework,
-        "gate_timeout": approvals.timeout,
-        "on_timeout": approvals.on_timeout,
-        "remind_every": approvals.remind_every,
-    }
+    runtime.home.save_spec(spec["id"], spec["text"])
+    await runtime.store.run(spec_rows.admitted(spec["id"], spec["title"], spec.get("source"), spec.get("parent_id")))
+    return runtime.config.admission_settings()  # type: ignore[return-value]
 
 
-@DBOS.step(name="dispatch", **STEP_RETRIES)
-async def dispatch(spec: dict, step: int, role: str, history: list[dict], answers: list[dict]) -> dict:
+@durable.step(name="dispatch", **durable.STEP_RETRIES)
+async def dispatch(spec: SpecInput, step: int, role: str, history: list[Outcome], answers: list[dict]) -> Outcome:
     """One role's turn: build the prompt, run the agent (detached, re-attachable), write the handoff."""
     runtime = rt()
     spec_id = spec["id"]
-    await runtime.ledger.spec_at_step(spec_id, step, role)
-    await runtime.ledger.step_started(spec_id, step, role)
+    await runtime.store.run(spec_rows.at_step(spec_id, step, role))
+    await runtime.store.run(run_rows.step_started(spec_id, step, role))
     role_config = runtime.config.roles[role]
-    brief = _read_text(role_config.prompt_file) if role_config.prompt_file else None
+    brief = read_text(role_config.prompt_file) if role_config.prompt_file else None
     handoff_dir = runtime.home.handoff_dir(spec_id)
-    texts = await _earlier_handoffs(runtime, spec, history, handoff_dir)
+    texts = await _earlier_handoffs(runtime, spec, history)
     prompt = roles.render_prompt(
         role=role, spec_id=spec_id, step=step, spec_text=spec["text"], brief=brief,
         handoffs=[dict(entry, text=texts[entry["step"]]) for entry in history],
@@ -96,19 +87,18 @@ async def dispatch(spec: dict, step: int, role: str, history: list[dict], answer
     )
     result = await runtime.dispatcher.run(
         DispatchRequest(spec_id=spec_id, workflow_id=spec["workflow_id"], step=step, role=role,
-                        prompt=prompt, handoff_dir=handoff_dir)
+                        prompt=prompt, handoff_dir=handoff_dir, cwd=runtime.config.workdir)
     )
     answer: AgentAnswer = result.answer
     error = "; ".join(result.errors) if answer.error else None
-    handoff_path = handoff_dir / f"{handoff_name(step, role)}.md"
+    handoff_path = runtime.home.handoff_path(spec_id, step, role)
     shown = answer if error is None else AgentAnswer(**{**answer.to_json(), "error": error})
     handoff_text = render_handoff(spec_id=spec_id, step=step, role=role, answer=shown, attempts=result.attempts)
     if not write_once(handoff_path, handoff_text):  # a re-run step: the file written first is the handoff
-        handoff_text = _read_text(handoff_path)
-    await runtime.ledger.step_finished(
+        handoff_text = read_text(handoff_path)
+    await runtime.store.run(run_rows.step_finished(
         spec_id, step, verdict=answer.verdict, summary=answer.summary, question=answer.question,
-        handoff=str(handoff_path), handoff_text=handoff_text, error=error,
-    )
+        handoff=str(handoff_path), handoff_text=handoff_text, error=error))
     return {
         "name": handoff_name(step, role), "step": step, "role": role, "verdict": answer.verdict,
         "summary": answer.summary, "question": answer.question, "error": error,
@@ -116,70 +106,73 @@ async def dispatch(spec: dict, step: int, role: str, history: list[dict], answer
     }
 
 
-@DBOS.step(name="open_gate", **STEP_RETRIES)
-async def open_gate(spec_id: str, step: int, role: str, reason: str, question: str, timeout_s: float) -> dict:
+@durable.step(name="open_gate", **durable.STEP_RETRIES)
+async def open_gate(spec_id: str, step: int, role: str, reason: str, question: str, timeout_s: float) -> GateOpened:
     """Record the gate and its deadline (computed once: a re-run keeps the first deadline)."""
     runtime = rt()
-    gate_id = f"{spec_id}#{step:02d}"
+    gate_id = gate_rows.gate_id_for(spec_id, step)
     now = time.time()
-    await runtime.ledger.gate_opened(gate_id, spec_id, step, role, reason, question,
-                                     iso_utc(now), iso_utc(now + timeout_s))
-    row = await runtime.ledger.gate_row(gate_id)
-    await runtime.ledger.spec_waiting(spec_id, gate_id, question, row["deadline"])
+    row = await runtime.store.run(gate_rows.opened(gate_id, spec_id, step, role, reason, question,
+                                                   iso_utc(now), iso_utc(now + timeout_s)))
+    await runtime.store.run(spec_rows.waiting(spec_id, gate_id, question, row["deadline"]))
     return {"gate": gate_id, "opened": parse_utc(row["opened_at"]), "deadline": parse_utc(row["deadline"])}
 
 
-@DBOS.step(name="notify_gate", **STEP_RETRIES)
+@durable.step(name="notify_gate", **durable.STEP_RETRIES)
 async def notify_gate(gate_id: str, kind: str, on_timeout: str) -> list:
-    """Send the question (kind "question") or a reminder to Telegram; [[chat, message id], ...] sent."""
+    """Send the question (kind "question") or a reminder to every notifier; the message refs sent."""
     runtime = rt()
-    if runtime.bot is None:
+    if not runtime.notifiers:
         return []
-    gate = await runtime.ledger.gate_row(gate_id)
-    sent = await runtime.bot.send_gate(dict(gate, on_timeout=on_timeout), kind)
-    return [list(pair) for pair in sent]
+    gate = dict(await runtime.store.run(gate_rows.row(gate_id)), on_timeout=on_timeout)
+    sent: list[str] = []
+    for notifier in runtime.notifiers:
+        sent += [f"{notifier.name}:{ref}" for ref in await notifier.send_gate(gate, kind)]
+    return sent
 
 
-@DBOS.step(name="settle_gate", **STEP_RETRIES)
-async def settle_gate(gate_id: str, on_timeout: str) -> dict:
+@durable.step(name="settle_gate", **durable.STEP_RETRIES)
+async def settle_gate(gate_id: str, on_timeout: str) -> Settled:
     """The gate's answer if it has one; at the deadline, the timeout policy's; and the time now."""
     runtime = rt()
-    row = await runtime.ledger.gate_row(gate_id)
+    row = await runtime.store.run(gate_rows.row(gate_id))
     now = time.time()
     if row["answer"] is None and parse_utc(row["deadline"]) <= now:
-        await runtime.ledger.gate_timed_out(gate_id, on_timeout)
-        row = await runtime.ledger.gate_row(gate_id)
+        await runtime.store.run(gate_rows.timed_out(gate_id, on_timeout))
+        row = await runtime.store.run(gate_rows.row(gate_id))
+    elif row["answer"] is None:  # still open: the spec waits on it (again, after a resume)
+        await runtime.store.run(spec_rows.waiting(row["spec_id"], gate_id, row["question"], row["deadline"]))
     return {"answer": row["answer"], "note": row["note"] or "", "by": row["answered_by"],
             "via": row["answered_via"], "now": now}
 
 
-@DBOS.step(name="announce_gate", **STEP_RETRIES)
+@durable.step(name="announce_gate", **durable.STEP_RETRIES)
 async def announce_gate(gate_id: str, on_timeout: str) -> None:
-    """Edit the gate's Telegram messages to say how it was answered."""
+    """Edit the gate's messages to say how it was answered."""
     runtime = rt()
-    if runtime.bot is None:
+    if not runtime.notifiers:
         return
-    gate = await runtime.ledger.gate_row(gate_id)
-    await runtime.bot.mark_answered(dict(gate, on_timeout=on_timeout), gate["answer"], gate["answered_by"],
-                                    gate["answered_via"], gate["note"] or "")
+    gate = dict(await runtime.store.run(gate_rows.row(gate_id)), on_timeout=on_timeout)
+    for notifier in runtime.notifiers:
+        await notifier.mark_answered(gate)
 
 
-@DBOS.step(name="finish", **STEP_RETRIES)
+@durable.step(name="finish", **durable.STEP_RETRIES)
 async def finish(spec_id: str, state: str, error: str | None) -> None:
-    await rt().ledger.spec_finished(spec_id, state, error)
+    await rt().store.run(spec_rows.finished(spec_id, state, error))
 
 
 # -- the workflow --------------------------------------------------------------------------
 
 
-@DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
-async def spec_workflow(spec: dict) -> dict:
+@durable.workflow(name=WORKFLOW_NAME, max_recovery_attempts=durable.MAX_RECOVERY_ATTEMPTS)
+async def spec_workflow(spec: SpecInput) -> dict:
     """Run one spec through planner -> builder -> reviewer -> tester -> deployer -> docs."""
     # A fork runs the same input under a new workflow id: the workflow id is the spec id.
-    spec = dict(spec, id=DBOS.workflow_id, workflow_id=DBOS.workflow_id)
+    spec = dict(spec, id=durable.workflow_id(), workflow_id=durable.workflow_id())  # type: ignore[assignment]
     try:
         state = await _run_loop(spec)
-    except DBOSWorkflowCancelledError:
+    except durable.WorkflowCancelled:
         raise
     except Exception as error:  # a bug or a broken home: record it; `resume` retries from here
         await finish(spec["id"], "failed", _describe(error))
@@ -188,9 +181,9 @@ async def spec_workflow(spec: dict) -> dict:
     return {"state": state}
 
 
-async def _run_loop(spec: dict) -> str:
+async def _run_loop(spec: SpecInput) -> str:
     settings = await admit(spec)
-    history: list[dict] = []
+    history: list[Outcome] = []
     answers: list[dict] = []
     reworks = 0
     role: str | None = roles.ROLES[0]
@@ -220,9 +213,9 @@ async def _run_loop(spec: dict) -> str:
     return "done"
 
 
-async def _gate(spec_id: str, outcome: dict, reason: str, reworks: int, settings: dict) -> dict:
+async def _gate(spec_id: str, outcome: Outcome, reason: str, reworks: int, settings: Settings) -> dict:
     """Open a gate and wait for its answer: recv with a durable deadline, reminders between."""
-    question = _gate_question(outcome, reason, reworks, settings["max_rework"])
+    question = roles.gate_question(outcome, reason, reworks, settings["max_rework"])
     on_timeout = settings["on_timeout"]
     gate = await open_gate(spec_id, outcome["step"], outcome["role"], reason, question, settings["gate_timeout"])
     await notify_gate(gate["gate"], "question", on_timeout)
@@ -239,57 +232,35 @@ async def _gate(spec_id: str, outcome: dict, reason: str, reworks: int, settings
             while next_remind <= now:
                 next_remind += remind_every
         wake_at = gate["deadline"] if next_remind is None else min(gate["deadline"], next_remind)
-        await DBOS.recv_async(topic=gate["gate"], timeout_seconds=max(0.0, wake_at - now))
-
-
-def _gate_question(outcome: dict, reason: str, reworks: int, max_rework: int) -> str:
-    role = outcome["role"]
-    if reason == roles.GATE_BLOCKER:
-        return outcome["question"]
-    if reason == roles.GATE_REWORK_LIMIT:
-        return (f"The spec has gone back to the builder {reworks} times (loop.max_rework = {max_rework}). "
-                f"The {role} says: {outcome['summary'] or outcome['verdict']}. "
-                "Approve to send it to the builder once more, revise with instructions, or reject.")
-    if reason == roles.GATE_DEPLOY_FAILED:
-        return (f"The deployer failed: {outcome['summary'] or 'no summary'}. "
-                "Approve to continue to docs, revise to send it back to the builder, or reject.")
-    return (f"The {role} agent failed after {outcome['attempts']} attempt(s): {outcome['error']}. "
-            f"Approve to continue as if the {role} had passed, revise to send it to the builder, or reject.")
+        await durable.recv(gate["gate"], max(0.0, wake_at - now))
 
 
 def _describe(error: Exception) -> str:
     """One line for iwo_specs.error: the step's own last error when DBOS gave up retrying it."""
     last = (getattr(error, "errors", None) or [None])[-1]
-    if isinstance(error, DBOSMaxStepRetriesExceeded) and last is not None:
+    if isinstance(error, durable.StepRetriesExceeded) and last is not None:
         return f"step {error.step_name} failed {error.max_retries} times; last: {type(last).__name__}: {last}"
     return f"{type(error).__name__}: {error}"
 
 
-async def _earlier_handoffs(runtime: Runtime, spec: dict, history: list[dict], handoff_dir: Path) -> dict[int, str]:
+async def _earlier_handoffs(runtime: Runtime, spec: SpecInput, history: list[Outcome]) -> dict[int, str]:
     """The text of each earlier handoff, by step, from the database (any worker may have written it).
 
     With several workers a spec can move to another machine: its spec.md and missing handoff
     files are written into this home too, so the agent's IWO_HANDOFF_DIR holds them all.
     """
-    write_once(runtime.home.spec_dir(spec["id"]) / "spec.md", spec["text"])
-    stored = await runtime.ledger.handoff_texts(spec["id"])
+    runtime.home.save_spec(spec["id"], spec["text"])
+    stored = await runtime.store.run(run_rows.handoff_texts(spec["id"]))
     texts: dict[int, str] = {}
     for entry in history:
-        local = handoff_dir / f"{entry['name']}.md"
+        local = runtime.home.handoff_path(spec["id"], entry["step"], entry["role"])
         text = stored.get(entry["step"])
         if text is not None and not local.exists():
             write_once(local, text)
         if text is None:  # written before the database kept handoffs (an older build)
-            text = _read_text(Path(entry["handoff"]))
+            text = read_text(Path(entry["handoff"]))
         texts[entry["step"]] = _clip(text, HANDOFF_READ_LIMIT)
     return texts
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as error:
-        return f"(could not read {path}: {error.strerror})"
 
 
 def _clip(text: str, limit: int) -> str:

@@ -1,8 +1,10 @@
-"""The six roles: their verdicts, the transition table, and the prompt each role receives.
+"""The six roles: their verdicts, the transition table, the prompt each role receives, and
+the question a gate asks.
 
 Pure functions over plain data: no I/O, no DBOS. The loop workflow calls `after_verdict`
-and `after_answer` to decide where a spec goes next, and the dispatch step calls
-`render_prompt` to build what goes on the agent's stdin.
+and `after_answer` to decide where a spec goes next (the table in README "The loop"), the
+dispatch step calls `render_prompt` to build what goes on the agent's stdin, and a gate
+asks `gate_question`.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class Next:
 
 
 def after_verdict(role: str, verdict: str, reworks_so_far: int, max_rework: int) -> Next:
-    """The transition table of design.md, for a dispatch that produced a valid verdict."""
+    """The transition table (README "The loop"), for a dispatch that produced a valid verdict."""
     if verdict == "blocker":
         return Next("gate", gate_reason=GATE_BLOCKER)
     if role == "deployer" and verdict == "fail":
@@ -144,3 +146,19 @@ def _bounded_handoffs(handoffs: list[dict]) -> list[str]:
             budget = 0
             rendered.append([header, f"(summary only) {handoff.get('summary') or ''}", ""])
     return [line for block in reversed(rendered) for line in block]
+
+
+def gate_question(outcome: dict, reason: str, reworks: int, max_rework: int) -> str:
+    """What a gate asks the human, from the dispatch that opened it."""
+    role = outcome["role"]
+    if reason == GATE_BLOCKER:
+        return outcome["question"]
+    if reason == GATE_REWORK_LIMIT:
+        return (f"The spec has gone back to the builder {reworks} times (loop.max_rework = {max_rework}). "
+                f"The {role} says: {outcome['summary'] or outcome['verdict']}. "
+                "Approve to send it to the builder once more, revise with instructions, or reject.")
+    if reason == GATE_DEPLOY_FAILED:
+        return (f"The deployer failed: {outcome['summary'] or 'no summary'}. "
+                "Approve to continue to docs, revise to send it back to the builder, or reject.")
+    return (f"The {role} agent failed after {outcome['attempts']} attempt(s): {outcome['error']}. "
+            f"Approve to continue as if the {role} had passed, revise to send it to the builder, or reject.")

@@ -1,53 +1,30 @@
 """`iwo-lite status`: read-only SQL over the database, shown as rich tables or JSON.
 
-Owns: the queries behind the spec table, one spec's step-by-step trace, `--json`, `--sql`
-(any read-only query) and `--watch`. The SQLite file is opened with `mode=ro` and a busy
-timeout; on Postgres every query runs alone in a READ ONLY transaction (pg.py). This module
-never imports DBOS, so it answers fast whether the daemon runs or not. Every function takes
-the `database_url`.
+Owns: the spec table, one spec's step-by-step trace, `--json`, `--sql` (any read-only query)
+and `--watch`, over the store's read-only face (the SQLite file opened with `mode=ro` and a
+busy timeout; on Postgres every query alone in a READ ONLY transaction). This module never
+imports DBOS, so it answers fast whether the daemon runs or not. Every function takes the
+`database_url`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
 from typing import Any
 
-from iwo_lite.db import has_table, is_postgres, open_db_readonly, parse_utc
+from iwo_lite import store
 from iwo_lite.errors import UserError, first_line
-from iwo_lite.handoff import clean
+from iwo_lite.store import gates as gate_rows
+from iwo_lite.store import runs as run_rows
+from iwo_lite.store import specs as spec_rows
+from iwo_lite.text import clean
+from iwo_lite.times import parse_utc
 
 TABLE_LIMIT = 50
-SPEC_FIELDS = ("id", "title", "state", "role", "step", "question", "deadline", "updated_at",
-               "dispatches", "cost_usd", "error", "created_at", "parent_id")
-SPEC_QUERY = """
-SELECT s.id, s.title, s.state, s.role, s.step, s.question, s.deadline, s.updated_at,
-       (SELECT COUNT(*) FROM iwo_attempts a WHERE a.spec_id = s.id) AS dispatches,
-       (SELECT COALESCE(SUM(a.cost_usd), 0) FROM iwo_attempts a WHERE a.spec_id = s.id) AS cost_usd,
-       s.error, s.created_at, s.parent_id
-FROM iwo_specs s
-{where}
-ORDER BY s.updated_at DESC, s.id
-{limit}
-"""
-# "Saved by replay": what a daemon without checkpoints would have paid again. Each daemon start
-# recovers the unfinished specs and returns every dispatch they finished from the checkpoint;
-# a run collected or re-attached after a restart (reattached = 1) was not started again either.
-SAVED_SQL = """
-SELECT
-  (SELECT COALESCE(SUM(a.cost_usd), 0) FROM iwo_attempts a
-     JOIN iwo_specs s ON s.id = a.spec_id
-     JOIN iwo_daemon_starts d ON a.finished_at < d.started_at
-      AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at)
-   WHERE a.spec_id = :id)
-  + (SELECT COALESCE(SUM(cost_usd), 0) FROM iwo_attempts WHERE spec_id = :id AND reattached = 1) AS saved,
-  (SELECT COUNT(*) FROM iwo_daemon_starts d JOIN iwo_specs s ON s.id = :id
-    WHERE EXISTS (SELECT 1 FROM iwo_attempts a WHERE a.spec_id = s.id AND a.finished_at < d.started_at)
-      AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at))
-   AS recoveries
-"""
+
+
 def _safe(value: object) -> str:
     """A database value made safe to print in a rich table: no terminal escapes, no markup."""
     from rich.markup import escape
@@ -59,65 +36,34 @@ STATE_STYLE = {"queued": "cyan", "running": "yellow", "waiting": "bold magenta",
                "rejected": "red", "failed": "bold red", "cancelled": "dim"}
 
 
-@contextlib.contextmanager
-def _open(database_url: str):
-    conn = open_db_readonly(database_url)
-    if conn is None:
-        yield None
-        return
-    try:
-        yield conn if has_table(conn, "iwo_specs") else None
-    finally:
-        conn.close()
-
-
 def list_specs(database_url: str, limit: int | None = None, spec_id: str | None = None) -> tuple[list[dict], int]:
     """(specs newest first, how many more there are beyond `limit`)."""
-    with _open(database_url) as conn:
-        if conn is None:
-            return [], 0
-        where, params = ("WHERE s.id = ?", (spec_id,)) if spec_id else ("", ())
-        limit_sql = f"LIMIT {int(limit)}" if limit else ""
-        rows = [_spec_dict(row) for row in conn.execute(SPEC_QUERY.format(where=where, limit=limit_sql), params)]
-        total = conn.execute("SELECT COUNT(*) FROM iwo_specs").fetchone()[0] if limit else len(rows)
-        return rows, max(0, total - len(rows)) if not spec_id else 0
-
-
-def _spec_dict(row) -> dict:
-    spec = {field: row[field] for field in SPEC_FIELDS}
-    spec["cost_usd"] = round(spec["cost_usd"] or 0.0, 6)
-    return spec
+    with store.readonly(database_url) as db:
+        return ([], 0) if db is None else db.run(spec_rows.listed(limit, spec_id))
 
 
 def spec_trace(database_url: str, spec_id: str) -> dict:
     """One spec with its dispatches (each with its attempts) and its gates."""
-    specs, _ = list_specs(database_url, spec_id=spec_id)
-    if not specs:
-        raise UserError(f"{spec_id}: no such spec")
-    with _open(database_url) as conn:
-        steps = [dict(row) for row in conn.execute(
-            "SELECT step, role, started_at, finished_at, verdict, summary, question, handoff, error"
-            " FROM iwo_steps WHERE spec_id = ? ORDER BY step", (spec_id,))]
-        attempts = [dict(row) for row in conn.execute(
-            "SELECT step, attempt, pid, started_at, finished_at, exit_code, is_error, verdict, cost_usd,"
-            " session_id, num_turns, error, reattached, run_dir"
-            " FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,))]
-        gates = [dict(row) for row in conn.execute(
-            "SELECT id, step, role, reason, question, opened_at, deadline, answer, note, answered_by,"
-            " answered_via, answered_at FROM iwo_gates WHERE spec_id = ? ORDER BY step", (spec_id,))]
-        saved = conn.execute(SAVED_SQL, {"id": spec_id}).fetchone() if has_table(conn, "iwo_daemon_starts") else None
+    with store.readonly(database_url) as db:
+        specs = db.run(spec_rows.listed(spec_id=spec_id))[0] if db is not None else []
+        if not specs:
+            raise UserError(f"{spec_id}: no such spec")
+        steps = db.run(run_rows.steps_of(spec_id))
+        attempts = db.run(run_rows.attempts_of(spec_id))
+        gates = db.run(gate_rows.of_spec(spec_id))
+        saved_usd, recoveries = db.run(spec_rows.saved_by_replay(spec_id))
     for step in steps:
         step["attempts"] = [a for a in attempts if a["step"] == step["step"]]
         step["cost_usd"] = round(sum(a["cost_usd"] or 0 for a in step["attempts"]), 6)
-    saved_usd, recoveries = (round(saved[0], 6), saved[1]) if saved else (0.0, 0)
     return dict(specs[0], saved_usd=saved_usd, recoveries=recoveries, steps=steps, gates=gates)
 
 
 def run_sql(database_url: str, query: str) -> tuple[list[str], list[tuple]]:
-    conn = open_db_readonly(database_url)
-    if conn is None:
+    db = store.Store.open_readonly(database_url)
+    if db is None:
         raise UserError(f"status --sql: no database at {database_url[len('sqlite:///'):]}")
-    if not is_postgres(database_url):
+    conn = db.conn
+    if db.dialect == "sqlite":
         conn.set_authorizer(_deny_attach)  # ATTACH and VACUUM INTO would create files elsewhere
     try:
         cursor = conn.execute(query)

@@ -6,7 +6,7 @@ heard from for `worker_timeout` is presumed gone, and exactly one live worker cl
 guarded UPDATE) and hands its unfinished specs back to the queue with DBOS's recovery for
 other executors (`DBOS._recover_pending_workflows([executor_id])`, what DBOS's admin
 endpoint /dbos-workflow-recovery and Conductor call). Any worker then dequeues them and
-replays them from their last checkpoint; dispatch.py re-attaches to the gone worker's agent
+replays them from their last checkpoint; runs/dispatcher.py re-attaches to the gone worker's agent
 runs when they are on the same host. The slots of agent.global_max_concurrent that the gone
 worker held are freed. On SQLite none of this runs: one daemon per file (daemon.lock).
 """
@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 
 from iwo_lite.config import Config
-from iwo_lite.db import iso_utc, parse_utc
-from iwo_lite.dispatch import HOST, process_start_time
 from iwo_lite.errors import UserError
-from iwo_lite.ledger import Ledger
+from iwo_lite.runs.journal import HOST, process_start_time
+from iwo_lite.store import AsyncStore
+from iwo_lite.store import runs as run_rows
+from iwo_lite.store import workers as worker_rows
+from iwo_lite.times import iso_utc, parse_utc
 
 log = logging.getLogger("iwo_lite")
 MAX_HEARTBEAT_S = 10.0
@@ -33,10 +35,10 @@ def heartbeat_s(config: Config) -> float:
     return min(MAX_HEARTBEAT_S, config.worker_timeout / 3)
 
 
-async def register(ledger: Ledger, config: Config, home: Path) -> None:
+async def register(store: AsyncStore, config: Config, home: Path) -> None:
     """Take this worker's row; UserError when another live worker already uses this executor_id."""
     me = config.executor_id
-    row = await ledger.worker_row(me)
+    row = await store.run(worker_rows.row(me))
     if row is not None and row["stopped_at"] is None and row["pid"] != os.getpid():
         silent_for = time.time() - parse_utc(row["heartbeat_at"])
         same_home = row["host"] == HOST and row["home"] == str(home)  # daemon.lock says that one is gone
@@ -45,26 +47,26 @@ async def register(ledger: Ledger, config: Config, home: Path) -> None:
             raise UserError(
                 f"executor_id {me!r}: already used by a live worker (pid {row['pid']} on {row['host']}, "
                 f"home {row['home']}, heard from {silent_for:.0f}s ago); give every worker its own executor_id")
-    await ledger.worker_register(me, HOST, os.getpid(), str(home))
-    freed = await ledger.slots_release_all(me)  # held by this executor before a crash
+    await store.run(worker_rows.registered(me, HOST, os.getpid(), str(home)))
+    freed = await store.run(run_rows.slots_release_all(me))  # held by this executor before a crash
     if config.agent.global_max_concurrent:
-        await ledger.slots_ensure(config.agent.global_max_concurrent)
+        await store.run(run_rows.slots_ensure(config.agent.global_max_concurrent))
     if freed:
         log.info("freed %d agent slot(s) held before this worker's restart", freed)
 
 
-async def keep_watch(ledger: Ledger, config: Config, recover) -> None:
+async def keep_watch(store: AsyncStore, config: Config, recover) -> None:
     """Heartbeat, and take over silent workers' specs; `recover(executor_ids)` is DBOS's recovery."""
     me = config.executor_id
     while True:
         try:
-            if not await ledger.worker_heartbeat(me, os.getpid()):
+            if not await store.run(worker_rows.heartbeat(me, os.getpid())):
                 log.error("executor_id %r was taken by another worker; stop this one", me)
             silent_since = iso_utc(time.time() - config.worker_timeout)
-            for gone in await ledger.silent_workers(me, silent_since):
-                if await ledger.claim_worker(gone, me, silent_since):
+            for gone in await store.run(worker_rows.silent(me, silent_since)):
+                if await store.run(worker_rows.claimed(gone, me, silent_since)):
                     handles = await asyncio.to_thread(recover, [gone])
-                    freed = await ledger.slots_release_all(gone)
+                    freed = await store.run(run_rows.slots_release_all(gone))
                     log.warning("worker %s silent for over %gs: %d unfinished spec(s) back on the queue%s",
                                 gone, config.worker_timeout, len(handles),
                                 f", {freed} agent slot(s) freed" if freed else "")

@@ -213,7 +213,7 @@ def pg_query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
     """A query on a test Postgres database, written SQLite-style (`?`), tables found unqualified."""
     import psycopg
 
-    from iwo_lite.pg import translate
+    from iwo_lite.store.pg import translate
 
     with psycopg.connect(url, autocommit=True, options="-c search_path=iwo,dbos") as conn:
         try:

@@ -165,7 +165,7 @@ def test_gate_deadline_survives_kill9_with_downtime(home):
     home.start()
     home.wait_state(spec_id, "rejected", timeout=30)
     gate = home.spec(spec_id)["gates"][0]
-    from iwo_lite.db import parse_utc
+    from iwo_lite.times import parse_utc
     assert gate["deadline"] == deadline and gate["answered_via"] == "timeout"
     late = parse_utc(gate["answered_at"]) - parse_utc(deadline)
     assert 0 <= late < 1.5, late  # closed at the original deadline, not 6 s after the restart

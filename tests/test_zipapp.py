@@ -242,7 +242,7 @@ def test_a_spec_started_by_build_a_finishes_under_build_b_with_no_repeated_dispa
 # -- doctor: specs of another replay version ------------------------------------------------------
 
 def test_doctor_counts_unfinished_specs_of_another_replay_version(home):
-    from iwo_lite.db import REPLAY_VERSION
+    from iwo_lite.store.checkpoints import REPLAY_VERSION
 
     home.env["COLUMNS"] = "1000"  # one line per check
     spec_id = home.submit()

@@ -1,12 +1,13 @@
-"""The Telegram bot inside the daemon: gate questions out, button presses and replies in.
+"""The Telegram notifier: the bot inside the daemon, gate questions out, button presses and replies in.
 
 Owns: starting python-telegram-bot (polling) in the daemon's event loop and keeping the
 daemon alive when Telegram is down or the token is wrong (one warning, retries quietly);
 sending a gate's question to every allowed chat with Approve / Reject buttons and recording
-the sent message ids (iwo_gate_messages) so presses and replies map to their gate after a
-restart; turning a press into approve/reject and a reply into revise through the daemon's
-`answer_gate`; dropping (and logging) updates from chats or users not allowed; editing the
-messages once a gate is answered; and keeping the token out of every log line.
+the sent messages (iwo_messages, notifier "telegram", ref "<chat id>:<message id>") so presses
+and replies map to their gate after a restart; turning a press into approve/reject and a
+reply into revise through the daemon's one answer path (gates.Gates.answer); dropping (and
+logging) updates from chats or users not allowed; editing the messages once a gate is
+answered; and keeping the token out of every log line.
 
 Sending is at-least-once: a crash between sending and recording may send a question twice.
 Button data is `g<gate rowid>:a` or `g<gate rowid>:r` (well under Telegram's 64 bytes): it
@@ -18,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Awaitable, Callable
-
 from iwo_lite.config import Config
+from iwo_lite.notify import AnswerFn
+from iwo_lite.store import gates as gate_rows
 
 log = logging.getLogger("iwo_lite.telegram")
 
 CALLBACK = re.compile(r"g([0-9]{1,12}):([ar])")  # used with fullmatch: nothing before or after
 BUTTON_ANSWERS = {"a": "approve", "r": "reject"}
 RETRY_START_S = 30.0
-AnswerFn = Callable[[str, str, str, str, str], Awaitable[str | None]]
+NAME = "telegram"
 
 
 class RedactToken(logging.Filter):
@@ -70,11 +71,17 @@ def gate_text(gate: dict, kind: str = "question") -> str:
             "Reply to this message to send the spec back to the builder with your text.")
 
 
-class TelegramBot:
-    def __init__(self, config: Config, token: str, ledger, answer_gate: AnswerFn):
+def message_ref(chat_id: int, message_id: int) -> str:
+    return f"{chat_id}:{message_id}"
+
+
+class TelegramNotifier:
+    name = NAME
+
+    def __init__(self, config: Config, token: str, store, answer_gate: AnswerFn):
         self.config = config
         self.token = token
-        self.ledger = ledger
+        self.store = store
         self.answer_gate = answer_gate
         self.app = None
         self.ready = asyncio.Event()
@@ -151,8 +158,8 @@ class TelegramBot:
 
     # -- outgoing ------------------------------------------------------------------------
 
-    async def send_gate(self, gate: dict, kind: str) -> list[tuple[int, int]]:
-        """Send the gate's question (or a reminder) to every allowed chat; [(chat, message id)] sent."""
+    async def send_gate(self, gate: dict, kind: str) -> list[str]:
+        """Send the gate's question (or a reminder) to every allowed chat; the refs ("chat:message") sent."""
         if not self.ready.is_set() or self.app is None:
             return []
         from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -162,7 +169,7 @@ class TelegramBot:
             InlineKeyboardButton("Reject", callback_data=f"g{gate['rowid']}:r"),
         ]])
         text = gate_text(gate, kind)
-        sent: list[tuple[int, int]] = []
+        sent: list[str] = []
         for chat_id in self.config.telegram.allowed_chat_ids:
             try:
                 message = await self.app.bot.send_message(chat_id, text, reply_markup=buttons)
@@ -170,15 +177,19 @@ class TelegramBot:
                 log.warning("telegram: could not send gate %s to chat %s: %s", gate["gate_id"], chat_id,
                             type(error).__name__)
                 continue
-            await self.ledger.gate_message_sent(chat_id, message.message_id, gate["gate_id"], kind)
-            sent.append((chat_id, message.message_id))
+            ref = message_ref(chat_id, message.message_id)
+            await self.store.run(gate_rows.message_sent(NAME, ref, gate["gate_id"], kind))
+            sent.append(ref)
         return sent
 
-    async def mark_answered(self, gate: dict, answer: str, by: str, via: str, note: str) -> None:
+    async def mark_answered(self, gate: dict) -> None:
         if not self.ready.is_set() or self.app is None:
             return
-        suffix = f"\n\nAnswered: {answer}" + (f" ({note})" if note else "") + f" — by {by} via {via}"
-        for chat_id, message_id, kind in await self.ledger.gate_messages(gate["gate_id"]):
+        note = gate["note"] or ""
+        suffix = (f"\n\nAnswered: {gate['answer']}" + (f" ({note})" if note else "")
+                  + f" — by {gate['answered_by']} via {gate['answered_via']}")
+        for ref, kind in await self.store.run(gate_rows.messages(NAME, gate["gate_id"])):
+            chat_id, message_id = (int(part) for part in ref.split(":"))
             try:
                 await self.app.bot.edit_message_text(gate_text(gate, kind) + suffix, chat_id=chat_id,
                                                      message_id=message_id)
@@ -210,7 +221,7 @@ class TelegramBot:
     async def _on_press(self, update, context) -> None:
         query = update.callback_query
         match = CALLBACK.fullmatch(query.data or "")
-        gate_id = await self.ledger.gate_id_by_rowid(int(match.group(1))) if match else None
+        gate_id = await self.store.run(gate_rows.by_rowid(int(match.group(1)))) if match else None
         if gate_id is None:
             log.warning("telegram: ignored a button with unknown data from user %s", query.from_user.id)
             await _quietly(query.answer("Unknown or expired button."))
@@ -222,10 +233,11 @@ class TelegramBot:
     async def _on_reply(self, update, context) -> None:
         message = update.effective_message
         replied = message.reply_to_message
-        gate_id = await self.ledger.gate_id_by_message(message.chat_id, replied.message_id)
+        ref = message_ref(message.chat_id, replied.message_id)
+        gate_id = await self.store.run(gate_rows.gate_of_message(NAME, ref))
         if gate_id is None and replied.from_user is not None and replied.from_user.is_bot:
             await asyncio.sleep(1.0)  # a reply can overtake our record of the message it answers
-            gate_id = await self.ledger.gate_id_by_message(message.chat_id, replied.message_id)
+            gate_id = await self.store.run(gate_rows.gate_of_message(NAME, ref))
         if gate_id is None:
             return
         refused = await self.answer_gate(gate_id, "revise", message.text, _who(message.from_user), "telegram")

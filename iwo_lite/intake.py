@@ -2,13 +2,13 @@
 
 Owns: what a valid spec file is (UTF-8 text, not empty, at most MAX_SPEC_BYTES), the spec id
 (`--id`, else `<file-stem>-<8 hex of the content's sha256>`, so the same file twice is the
-same spec), and queueing: a `queued` row in iwo_specs plus a DBOS workflow enqueued under the
-spec's id through DBOSClient. Enqueueing an id that exists attaches to it: nothing new runs.
+same spec), and queueing from the shell: a `queued` row in iwo_specs plus a DBOS workflow
+enqueued under the spec's id. Enqueueing an id that exists attaches to it: nothing new runs.
+The inbox and the daemon queue through the daemon (daemon.submit_in_daemon).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import stat
@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iwo_lite.config import Config
-from iwo_lite.db import Home, open_db, utc_now
 from iwo_lite.errors import UserError
-from iwo_lite.handoff import write_once
+from iwo_lite.home import Home
+from iwo_lite.store import Store
+from iwo_lite.store import specs as spec_rows
 
 MAX_SPEC_BYTES = 1024 * 1024
-# A submitted spec's row (id, title, source, created_at, updated_at); an id that exists is kept.
-QUEUED_SQL = ("INSERT INTO iwo_specs (id, title, state, source, created_at, updated_at)"
-              " VALUES (?, ?, 'queued', ?, ?, ?) ON CONFLICT DO NOTHING")
 SPEC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -94,22 +92,13 @@ def load_spec(path: Path, spec_id: str | None) -> Spec:
 
 def submit(config: Config, spec: Spec) -> bool:
     """Queue `spec`; False when a spec with that id already existed (nothing new starts)."""
-    from iwo_lite.engine import enqueue_spec, open_client, prepare_database
+    from iwo_lite import durable
 
-    prepare_database(config)
-    created = _record_queued(config, spec)
+    durable.prepare_database(config)
+    with Store.open(config.database_url) as store:
+        created = store.run(spec_rows.queued(spec.id, spec.title, spec.source))
     if created:
-        write_once(Home(config.home).spec_dir(spec.id) / "spec.md", spec.text)
-    client = open_client(config)
-    try:
-        enqueue_spec(client, spec.workflow_input())
-    finally:
-        client.destroy()
+        Home(config.home).save_spec(spec.id, spec.text)
+    with durable.Client(config) as client:
+        client.enqueue(spec.workflow_input())
     return created
-
-
-def _record_queued(config: Config, spec: Spec) -> bool:
-    now = utc_now()
-    with contextlib.closing(open_db(config.database_url)) as conn:
-        cursor = conn.execute(QUEUED_SQL, (spec.id, spec.title, spec.source, now, now))
-        return cursor.rowcount == 1

@@ -1,0 +1,228 @@
+"""Checking config values: one checker per kind of value, each turning a raw TOML value into a clean one.
+
+Owns what a valid value of each kind is (a duration like `45m`, an argv array, a list of
+ids, an environment variable's name, an http URL, one of a few words, an integer in a range)
+and the one-line message saying what was expected and what was got. A checker raises `Bad`;
+config.py adds the file and the dotted key. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Bad(ValueError):
+    """Raised by a checker; config.py turns it into a ConfigError naming file and key.
+
+    ``suffix`` extends the key (``[2]`` for a list item)."""
+
+    def __init__(self, message: str, suffix: str = ""):
+        super().__init__(message)
+        self.suffix = suffix
+
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_HELP = "expected a duration like 90s, 45m, 24h or 2d"
+
+
+def parse_duration(text: str, *, allow_empty: bool = False) -> float | None:
+    """Parse ``"90s"``, ``"45m"``, ``"24h"``, ``"2d"`` (also ``"1.5s"``) into seconds.
+
+    ``""`` gives None when ``allow_empty`` (e.g. ``remind_every = ""`` means never).
+    Anything else, including zero and negative durations, raises ValueError with a
+    message that can follow ``"<file>: <key>: "``. Integer seconds straight from TOML are
+    the caller's business (see :func:`load_config`).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"{_DURATION_HELP}, got {show(text)}")
+    stripped = text.strip()
+    if stripped == "":
+        if allow_empty:
+            return None
+        raise ValueError(f"{_DURATION_HELP}, got an empty string")
+    if stripped.startswith("-"):
+        raise ValueError(f"must be greater than zero, got {show(text)}")
+    match = _DURATION_RE.fullmatch(stripped)
+    if match is None:
+        hint = ""
+        if re.fullmatch(r"\d+(?:\.\d+)?", stripped):
+            hint = f' (add a unit: "{stripped}s" for seconds)'
+        elif re.fullmatch(r"\d+(?:\.\d+)?\s*[SMHD]", stripped):
+            hint = f' (units are lower case: "{stripped.lower()}")'
+        raise ValueError(f"{_DURATION_HELP}, got {show(text)}{hint}")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"must be greater than zero, got {show(text)}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{_DURATION_HELP}, got {show(text)} (too large)")
+    return seconds
+
+
+# --------------------------------------------------------------------------- home
+
+def type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"
+
+
+def show(value: Any) -> str:
+    """A value as it would look in TOML, on one line, shortened."""
+    if isinstance(value, dict):
+        return "a table"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text
+
+
+def got(value: Any) -> str:
+    if isinstance(value, (bool, int, float, str)):
+        return f"got {show(value)} ({type_name(value)})"
+    return f"got {type_name(value)}"
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Bad(f"expected a string, {got(value)}")
+    return value
+
+
+def nonempty_string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Bad(f"expected a string, {got(value)}")
+    if not value.strip():
+        raise Bad("expected a non-empty string, got an empty string")
+    return value
+
+
+def int_at_least(minimum: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Bad(f"expected an integer >= {minimum}, {got(value)}")
+        if value < minimum:
+            raise Bad(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return check
+
+
+def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    wanted = " or ".join(show(o) for o in options)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise Bad(f"expected {wanted}, {got(value)}")
+        if value not in options:
+            raise Bad(f"expected {wanted}, got {show(value)}")
+        return value
+
+    return check
+
+
+def duration(value: Any, *, allow_empty: bool = False) -> float | None:
+    if isinstance(value, bool):
+        raise Bad(f"{_DURATION_HELP}, {got(value)}")
+    if isinstance(value, (int, float)):  # a bare number from TOML is seconds
+        if not math.isfinite(value) or value <= 0:
+            raise Bad(f"must be greater than zero, got {show(value)}")
+        return float(value)
+    if not isinstance(value, str):
+        raise Bad(f"{_DURATION_HELP}, {got(value)}")
+    try:
+        return parse_duration(value, allow_empty=allow_empty)
+    except ValueError as exc:
+        raise Bad(str(exc)) from None
+
+
+def duration_at_least(minimum: float, why: str) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        seconds = duration(value)
+        if seconds < minimum:
+            raise Bad(f"expected at least {minimum:g}s ({why}), got {seconds:g}s")
+        return seconds
+
+    return check
+
+
+def duration_or_empty(value: Any) -> float | None:
+    return duration(value, allow_empty=True)
+
+
+def command(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise Bad(f'expected an array of strings like ["claude", "-p"], {got(value)}')
+    if not value:
+        raise Bad("expected at least the program to run, got an empty array")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise Bad(f"expected a string, {got(item)}", f"[{i}]")
+        if item == "":
+            raise Bad("expected a non-empty string, got an empty string", f"[{i}]")
+    return tuple(value)
+
+
+def string_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise Bad(f'expected an array of strings like ["--verbose"], {got(value)}')
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise Bad(f"expected a string, {got(item)}", f"[{i}]")
+    return tuple(value)
+
+
+def int_list(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise Bad(f"expected an array of integer ids like [123456789], {got(value)}")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise Bad(f"expected an integer id, {got(item)}", f"[{i}]")
+    return tuple(value)
+
+
+def env_name(value: Any) -> str:
+    # Never echo the value: a user may have pasted the token itself here.
+    if not isinstance(value, str):
+        raise Bad(f"expected the name of an environment variable, got {type_name(value)}")
+    if ":" in value:
+        raise Bad("expected the NAME of an environment variable (like IWO_TELEGRAM_TOKEN), "
+                   "not the token itself; put the token in that variable")
+    if not _ENV_NAME.fullmatch(value):
+        raise Bad("expected the name of an environment variable (letters, digits and _, like IWO_TELEGRAM_TOKEN)")
+    return value
+
+
+def http_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Bad(f"expected an http:// or https:// URL, {got(value)}")
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Bad(f"expected an http:// or https:// URL, got {show(redact_url(value))}")
+    return value
+
+
+def redact_url(url: str) -> str:
+    """Replace the password in ``scheme://user:password@host`` with ``***``."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url)

@@ -1,0 +1,220 @@
+"""The DBOS boundary: the only module that imports `dbos`.
+
+Owns DBOS's configuration (pinned application_version, the portable JSON serializer, polling
+intervals), preparing a database (our tables and DBOS's), launching and stopping DBOS in the
+daemon, the client the shell uses, the decorators and calls the loop uses, and the two DBOS
+internals iwo-lite needs that have no public form, behind one shim (`Internals`) that
+`check_internals()` verifies (a test fails loudly if an upgrade moves them):
+
+* recovering the specs of another executor (a silent worker): `DBOS._recover_pending_workflows`,
+  what DBOS's admin endpoint /dbos-workflow-recovery calls;
+* waking this process's `recv` at once after the daemon's own `send` (on SQLite DBOS polls).
+
+Importing this module costs ~0.6 s (SQLAlchemy, psycopg): commands that can answer without
+DBOS (`status`, `doctor`, answers) never import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from dbos import DBOS, DBOSClient, DBOSConfig, DBOSPortableJSONSerializer, SetWorkflowID
+from dbos import error as dbos_error
+
+from iwo_lite import store
+from iwo_lite.config import Config
+from iwo_lite.home import Home
+from iwo_lite.store.checkpoints import APP_NAME, QUEUE_NAME, REPLAY_VERSION, WORKFLOW_NAME
+
+WorkflowCancelled = dbos_error.DBOSWorkflowCancelledError
+StepRetriesExceeded = dbos_error.DBOSMaxStepRetriesExceeded
+SERIALIZER = DBOSPortableJSONSerializer()
+
+# recv() and queue dequeues are polled on SQLite, each waiter queried at every poll, so idle
+# CPU grows with open gates x poll rate. Every answer reaches a gate through the daemon, which
+# wakes the waiting recv at once (Internals.wake_waiter), so the poll is only a fallback:
+# DBOS's default 1 s keeps 50 open gates at a few % of a core. 0.2 s for the queue: a spec
+# waits that long at most before its first step. Measured in bench/ (BENCHMARKS.md).
+# $IWO_NOTIFICATION_POLL_S overrides the first (the benchmark compares 0.1 s and 1 s).
+NOTIFICATION_POLL_S = 1.0
+QUEUE_POLL_S = 0.2
+STEP_RETRIES = dict(retries_allowed=True, max_attempts=4, interval_seconds=0.5, backoff_rate=2.0)
+# Every daemon restart counts as a recovery attempt; a gate may wait through many restarts.
+MAX_RECOVERY_ATTEMPTS = 1_000_000
+
+step = DBOS.step
+workflow = DBOS.workflow
+
+
+def notification_poll_s() -> float:
+    try:
+        return max(0.01, float(os.environ.get("IWO_NOTIFICATION_POLL_S", NOTIFICATION_POLL_S)))
+    except ValueError:
+        return NOTIFICATION_POLL_S
+
+
+def dbos_config(config: Config) -> DBOSConfig:
+    settings: dict[str, Any] = {
+        "name": APP_NAME,
+        "system_database_url": config.database_url,
+        "application_version": REPLAY_VERSION,
+        "executor_id": config.executor_id,
+        "serializer": SERIALIZER,
+        "notification_listener_polling_interval_sec": notification_poll_s(),
+        "log_level": "WARNING",
+    }
+    unknown = set(settings) - set(DBOSConfig.__annotations__)
+    if unknown:  # DBOSConfig is a TypedDict: a misspelled key would be silently ignored
+        raise RuntimeError(f"DBOS does not know the config keys {sorted(unknown)}")
+    return settings  # type: ignore[return-value]
+
+
+def prepare_database(config: Config) -> None:
+    """Create the home, the database (SQLite: the file, 0600, WAL) and every table, DBOS's and ours.
+
+    On Postgres DBOS.migrate creates the database itself when the role may (CREATEDB), and
+    DBOS's tables in schema `dbos`; ours go in schema `iwo`.
+    """
+    Home(config.home).create()
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    if not store.is_postgres(config.database_url):
+        store.prepare(config.database_url)
+        DBOS.migrate(config.database_url)
+        return
+    from iwo_lite.store import pg
+
+    pg.check_reachable(config.database_url)  # one clear error, before DBOS logs its own
+    DBOS.migrate(config.database_url)  # creates the database when it is missing
+    store.prepare(config.database_url)
+
+
+# -- the daemon ----------------------------------------------------------------------------
+
+
+async def launch(config: Config) -> None:
+    """Launch DBOS inside the running event loop (it recovers this executor's unfinished specs)."""
+    DBOS(config=dbos_config(config))
+    DBOS.launch()
+    await DBOS.register_queue_async(QUEUE_NAME, polling_interval_sec=QUEUE_POLL_S)
+
+
+def destroy() -> None:
+    DBOS.destroy(workflow_completion_timeout_sec=0)
+
+
+def workflow_id() -> str:
+    return DBOS.workflow_id  # type: ignore[return-value]
+
+
+async def recv(topic: str, timeout_s: float) -> Any:
+    return await DBOS.recv_async(topic=topic, timeout_seconds=timeout_s)
+
+
+async def send(workflow: str, message: Any, topic: str, idempotency_key: str) -> None:
+    await DBOS.send_async(workflow, message, topic=topic, idempotency_key=idempotency_key)
+
+
+def enqueue_options(spec_id: str) -> dict:
+    """The spec's workflow, under the spec's own id: the same id again attaches, never re-runs."""
+    return {
+        "workflow_name": WORKFLOW_NAME,
+        "queue_name": QUEUE_NAME,
+        "workflow_id": spec_id,
+        "app_version": REPLAY_VERSION,
+        "application_name": APP_NAME,
+    }
+
+
+async def enqueue_in_daemon(spec: dict) -> str:
+    """Queue a spec from inside the launched daemon (the inbox)."""
+    handle = await DBOS.enqueue_workflow_with_options_async(enqueue_options(spec["id"]), spec)
+    return handle.get_workflow_id()
+
+
+# -- the shell -----------------------------------------------------------------------------
+
+
+class Client:
+    """DBOSClient for the shell commands (daemon running or not): enqueue, cancel, resume, fork."""
+
+    def __init__(self, config: Config):
+        self._client = DBOSClient(system_database_url=config.database_url, serializer=SERIALIZER,
+                                  application_name=APP_NAME, system_database_pool_size=2)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._client.destroy()
+
+    def enqueue(self, spec: dict) -> str:
+        return self._client.enqueue(enqueue_options(spec["id"]), spec).get_workflow_id()
+
+    def cancel(self, spec_id: str) -> None:
+        self._client.cancel_workflow(spec_id)
+
+    def resume(self, spec_id: str) -> None:
+        self._client.resume_workflow(spec_id)
+
+    def rewind(self, spec_id: str, start_step: int) -> None:
+        """Run a failed workflow again from `start_step` (a failed step's error would replay)."""
+        self._client.rewind_workflow(spec_id, start_step=start_step, application_version=REPLAY_VERSION,
+                                     queue_name=QUEUE_NAME)
+
+    def fork(self, spec_id: str, start_step: int, new_id: str) -> None:
+        with SetWorkflowID(new_id):
+            self._client.fork_workflow(spec_id, start_step, application_version=REPLAY_VERSION,
+                                       queue_name=QUEUE_NAME)
+
+
+# -- the two internals ---------------------------------------------------------------------
+
+
+class Internals:
+    """DBOS internals with no public form (dbos pinned to 3.4.0). `check_internals` tests them."""
+
+    @staticmethod
+    def recover_executors(executor_ids: list[str]) -> list:
+        """Hand a gone executor's PENDING workflows back to the queue (/dbos-workflow-recovery)."""
+        return DBOS._recover_pending_workflows(executor_ids)
+
+    @staticmethod
+    def wake_waiter(workflow: str, topic: str) -> bool:
+        """End this process's recv on (workflow, topic) now instead of at DBOS's next poll.
+
+        DBOS 3.4 on SQLite delivers messages by polling, even a send from the same process. The
+        message is already committed when this runs; setting the waiter's in-memory event only
+        makes recv look at once. If it does nothing, the poll still delivers the message.
+        (IWO_WAKE_NUDGE=0 turns it off, for the benchmark's baseline.)
+        """
+        if os.environ.get("IWO_WAKE_NUDGE") == "0":
+            return False
+        from dbos import _dbos
+
+        instance = _dbos._dbos_global_instance
+        if instance is None:
+            return False
+        sys_db = instance._sys_db
+        key, _ = sys_db._waiter(workflow, topic)
+        event = sys_db.notifications_map.get(key)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+
+def check_internals() -> list[str]:
+    """What is missing of the internals `Internals` uses; [] when all are there."""
+    from dbos import _dbos, _sys_db
+
+    missing = []
+    if not callable(getattr(DBOS, "_recover_pending_workflows", None)):
+        missing.append("DBOS._recover_pending_workflows")
+    if not hasattr(_dbos, "_dbos_global_instance"):
+        missing.append("dbos._dbos._dbos_global_instance")
+    system_db = getattr(_sys_db, "SystemDatabase", None)
+    if system_db is None or not callable(getattr(system_db, "_waiter", None)):
+        missing.append("SystemDatabase._waiter")
+    return missing

@@ -1,0 +1,157 @@
+"""The journal of one attempt: its run directory, and who its process is.
+
+Each attempt lives in `runs/<spec>/<NN>-<role>/attempt-<k>/`:
+
+    prompt.md    what went on the agent's stdin
+    launch       written just before the process is started
+    pid.wrapper  written by the wrapper as its first act (its own pid)
+    pid          "<pid> <start-time>", written by the daemon once the process runs
+    stdout       the agent's stdout (Claude Code's JSON result)
+    stderr       the agent's stderr
+    exit         the agent's exit status, written (temp + rename) by the wrapper when it ends
+    timed_out    written before a run that overran agent.timeout is killed
+    cancelled    written before a run is killed by `iwo-lite cancel`
+
+The directory is the truth about the attempt: a finished run (an exit status, or a kill
+marker) is collected and never started again; a live run is one whose pid *and* start time
+match the recorded ones (so a reused pid is never mistaken for it); only a run that never
+started is started. Standard library only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from iwo_lite.text import clean
+
+HOST = socket.gethostname()
+KILL_MARKERS = ("timed_out", "cancelled")
+
+
+def process_start_time(pid: int) -> str | None:
+    """An opaque start-time token for `pid` (None if it is not running); guards pid reuse."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return fields[19].decode()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass
+    if not pid_exists(pid):
+        return None
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as error:
+        return error.errno == errno.EPERM
+    return True
+
+
+class RunDir:
+    """One attempt's directory and what its files say."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def read(self, name: str) -> str | None:
+        try:
+            return self.file(name).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+
+    def write(self, name: str, text: str) -> None:
+        temp = self.file(name + ".tmp-daemon")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, self.file(name))
+
+    def started(self) -> bool:
+        return self.file("launch").exists()
+
+    def finished(self) -> bool:
+        """The run wrote its exit status, or was killed on purpose: collect it, never restart it."""
+        return self.exit_code() is not None or self.kill_marker() is not None
+
+    def kill_marker(self) -> str | None:
+        """Why the run was killed on purpose ("timed_out", "cancelled"), or None."""
+        return next((name for name in KILL_MARKERS if self.file(name).exists()), None)
+
+    def exit_code(self) -> int | None:
+        text = self.read("exit")
+        if text is None or not text.strip():
+            return None
+        try:
+            return int(text.strip())
+        except ValueError:
+            return -1
+
+    def recorded_pid(self) -> tuple[int, str | None] | None:
+        """(pid, start time) from `pid`, else (pid, None) from `pid.wrapper`, else None."""
+        text = (self.read("pid") or "").split()
+        if len(text) >= 2 and text[0].isdigit():
+            return int(text[0]), " ".join(text[1:])
+        wrapper = (self.read("pid.wrapper") or "").strip()
+        if wrapper.isdigit():
+            return int(wrapper), None
+        return None
+
+    def started_epoch(self) -> float:
+        for name in ("pid", "pid.wrapper", "launch"):
+            try:
+                return self.file(name).stat().st_mtime
+            except FileNotFoundError:
+                continue
+        return time.time()
+
+    def is_live(self) -> bool:
+        recorded = self.recorded_pid()
+        if recorded is None:
+            return False
+        pid, start = recorded
+        now_start = process_start_time(pid)
+        if now_start is None:
+            return False
+        if start is not None:
+            return now_start == start
+        try:  # only pid.wrapper: our wrapper leads its own session
+            return os.getsid(pid) == pid
+        except OSError:
+            return False
+
+    def tail(self, name: str, limit: int = 300) -> str:
+        """The last non-empty line of a file, clipped: enough to say why an agent failed."""
+        try:
+            with open(self.file(name), "rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+                lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        except FileNotFoundError:
+            return ""
+        return clean(lines[-1][-limit:]) if lines else ""
+
+    def read_capped(self, name: str, limit: int) -> str | None:
+        """The file's text, "" when missing, None when over `limit` bytes (left unread)."""
+        try:
+            with open(self.file(name), "rb") as handle:
+                data = handle.read(limit + 1)
+        except FileNotFoundError:
+            return ""
+        if len(data) > limit:
+            return None
+        return data.decode("utf-8", errors="replace")

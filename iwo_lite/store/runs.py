@@ -1,0 +1,104 @@
+"""Dispatches and agent processes: the iwo_steps and iwo_attempts rows, and the global agent slots.
+
+A dispatch (one role's turn, numbered NN) is a row of iwo_steps; each agent process started
+inside it (an attempt) is a row of iwo_attempts, written before the process starts (where
+its run directory is, on which host) and finished with what the run printed. The slots of
+`agent.global_max_concurrent` (iwo_agent_slots, Postgres) are taken one row at a time.
+"""
+
+from __future__ import annotations
+
+from iwo_lite.store import All, One, Op, Write
+from iwo_lite.times import utc_now
+
+# The agent slots one executor holds, made free again (parameter: the executor id).
+FREE_SLOTS_SQL = ("UPDATE iwo_agent_slots SET executor_id = NULL, spec_id = NULL, step = NULL, acquired_at = NULL"
+                  " WHERE executor_id = ?")
+
+
+def step_started(spec_id: str, step: int, role: str) -> Op:
+    yield Write("INSERT INTO iwo_steps (spec_id, step, role, started_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (spec_id, step, role, utc_now()))
+
+
+def step_finished(spec_id: str, step: int, *, verdict: str | None, summary: str, question: str, handoff: str,
+                  handoff_text: str, error: str | None) -> Op:
+    yield Write("UPDATE iwo_steps SET finished_at = COALESCE(finished_at, ?), verdict = ?, summary = ?,"
+                " question = ?, handoff = ?, handoff_text = ?, error = ? WHERE spec_id = ? AND step = ?",
+                (utc_now(), verdict, summary, question or None, handoff, handoff_text, error, spec_id, step))
+
+
+def handoff_texts(spec_id: str) -> Op:
+    """Each finished dispatch's handoff text by step (whichever worker wrote it)."""
+    rows = yield All("SELECT step, handoff_text FROM iwo_steps WHERE spec_id = ? AND handoff_text IS NOT NULL",
+                     (spec_id,))
+    return {r["step"]: r["handoff_text"] for r in rows}
+
+
+def attempt_started(spec_id: str, step: int, attempt: int, role: str, run_dir: str, pid: int | None,
+                    started_at: str, reattached: bool, host: str) -> Op:
+    yield Write("INSERT INTO iwo_attempts (spec_id, step, attempt, role, run_dir, pid, started_at, reattached, host)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (spec_id, step, attempt) DO UPDATE SET"
+                " pid = COALESCE(excluded.pid, iwo_attempts.pid),"
+                " reattached = CASE WHEN excluded.reattached > iwo_attempts.reattached"
+                " THEN excluded.reattached ELSE iwo_attempts.reattached END",
+                (spec_id, step, attempt, role, run_dir, pid, started_at, int(reattached), host))
+
+
+def attempt(spec_id: str, step: int, attempt: int) -> Op:
+    """{run_dir, host, pid, finished_at, error} of one attempt, or None."""
+    return (yield One("SELECT run_dir, host, pid, finished_at, error FROM iwo_attempts"
+                      " WHERE spec_id = ? AND step = ? AND attempt = ?", (spec_id, step, attempt)))
+
+
+def attempt_finished(spec_id: str, step: int, attempt: int, *, exit_code: int | None, is_error: bool,
+                     verdict: str | None, cost_usd: float, session_id: str | None, num_turns: int | None,
+                     error: str | None) -> Op:
+    yield Write("UPDATE iwo_attempts SET finished_at = COALESCE(finished_at, ?), exit_code = ?, is_error = ?,"
+                " verdict = ?, cost_usd = ?, session_id = ?, num_turns = ?, error = ?"
+                " WHERE spec_id = ? AND step = ? AND attempt = ?",
+                (utc_now(), exit_code, int(is_error), verdict, cost_usd, session_id, num_turns, error,
+                 spec_id, step, attempt))
+
+
+def unfinished_run_dirs(spec_id: str) -> Op:
+    rows = yield All("SELECT run_dir FROM iwo_attempts WHERE spec_id = ? AND finished_at IS NULL", (spec_id,))
+    return [r["run_dir"] for r in rows]
+
+
+def steps_of(spec_id: str) -> Op:
+    return (yield All("SELECT step, role, started_at, finished_at, verdict, summary, question, handoff, error"
+                      " FROM iwo_steps WHERE spec_id = ? ORDER BY step", (spec_id,)))
+
+
+def attempts_of(spec_id: str) -> Op:
+    return (yield All("SELECT step, attempt, pid, started_at, finished_at, exit_code, is_error, verdict, cost_usd,"
+                      " session_id, num_turns, error, reattached, run_dir"
+                      " FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,)))
+
+
+# -- agent.global_max_concurrent: slots shared by every worker (Postgres) ----------------------
+
+
+def slots_ensure(count: int) -> Op:
+    for slot in range(1, count + 1):
+        yield Write("INSERT INTO iwo_agent_slots (slot) VALUES (?) ON CONFLICT DO NOTHING", (slot,))
+
+
+def slot_acquire(count: int, executor_id: str, spec_id: str, step: int) -> Op:
+    """Take a free slot numbered 1..count (None when all are taken): one statement, row-locked."""
+    found = yield One("UPDATE iwo_agent_slots SET executor_id = ?, spec_id = ?, step = ?, acquired_at = ?"
+                      " WHERE executor_id IS NULL AND slot = (SELECT slot FROM iwo_agent_slots WHERE executor_id IS NULL"
+                      " AND slot <= ? ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING slot",
+                      (executor_id, spec_id, step, utc_now(), count))
+    return found["slot"] if found else None
+
+
+def slot_release(slot: int, executor_id: str) -> Op:
+    yield Write(FREE_SLOTS_SQL + " AND slot = ?", (executor_id, slot))
+
+
+def slots_release_all(executor_id: str) -> Op:
+    """Free every slot `executor_id` holds (it restarted, or it is gone and was recovered)."""
+    return (yield Write(FREE_SLOTS_SQL, (executor_id,)))

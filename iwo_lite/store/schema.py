@@ -1,0 +1,174 @@
+"""iwo-lite's own tables: numbered migrations, applied on SQLite and on Postgres.
+
+Owns the schema of every `iwo_` table (see README "The database" for what each column
+holds) and applying it: on SQLite inside BEGIN IMMEDIATE (safe beside a launching daemon),
+on Postgres under an advisory lock (store/pg.py). A migration is never edited once released:
+a change is a new numbered entry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from iwo_lite.times import utc_now
+
+MIGRATIONS: list[str] = [
+    # 1: specs, dispatches (steps), agent processes (attempts), human gates
+    """
+    CREATE TABLE iwo_specs (
+        id          TEXT PRIMARY KEY,
+        title       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        role        TEXT,
+        step        INTEGER NOT NULL DEFAULT 0,
+        question    TEXT,
+        deadline    TEXT,
+        gate_id     TEXT,
+        error       TEXT,
+        source      TEXT,
+        parent_id   TEXT,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE INDEX iwo_specs_updated ON iwo_specs (updated_at);
+    CREATE INDEX iwo_specs_state ON iwo_specs (state);
+    CREATE TABLE iwo_steps (
+        spec_id     TEXT NOT NULL,
+        step        INTEGER NOT NULL,
+        role        TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        verdict     TEXT,
+        summary     TEXT,
+        question    TEXT,
+        handoff     TEXT,
+        error       TEXT,
+        PRIMARY KEY (spec_id, step)
+    );
+    CREATE TABLE iwo_attempts (
+        spec_id     TEXT NOT NULL,
+        step        INTEGER NOT NULL,
+        attempt     INTEGER NOT NULL,
+        role        TEXT NOT NULL,
+        run_dir     TEXT NOT NULL,
+        pid         INTEGER,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        exit_code   INTEGER,
+        is_error    INTEGER,
+        verdict     TEXT,
+        cost_usd    REAL NOT NULL DEFAULT 0,
+        session_id  TEXT,
+        num_turns   INTEGER,
+        error       TEXT,
+        reattached  INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (spec_id, step, attempt)
+    );
+    CREATE TABLE iwo_gates (
+        id           TEXT PRIMARY KEY,
+        spec_id      TEXT NOT NULL,
+        step         INTEGER NOT NULL,
+        role         TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        question     TEXT NOT NULL,
+        opened_at    TEXT NOT NULL,
+        deadline     TEXT NOT NULL,
+        answer       TEXT,
+        note         TEXT,
+        answered_by  TEXT,
+        answered_via TEXT,
+        answered_at  TEXT
+    );
+    CREATE INDEX iwo_gates_spec ON iwo_gates (spec_id);
+    """,
+    # 2: the Telegram messages that carry each gate (so presses and replies map back after a restart)
+    """
+    CREATE TABLE iwo_gate_messages (
+        chat_id     INTEGER NOT NULL,
+        message_id  INTEGER NOT NULL,
+        gate_id     TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        sent_at     TEXT NOT NULL,
+        PRIMARY KEY (chat_id, message_id)
+    );
+    CREATE INDEX iwo_gate_messages_gate ON iwo_gate_messages (gate_id);
+    """,
+    # 3: daemon starts (each one recovers the unfinished specs: the basis of "saved by replay")
+    """
+    CREATE TABLE iwo_daemon_starts (
+        started_at  TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        executor_id TEXT NOT NULL
+    );
+    CREATE INDEX iwo_attempts_finished ON iwo_attempts (finished_at);
+    """,
+    # 4: several workers on one database: each handoff's text (read by whichever worker runs
+    # the next role), the host of each agent run (a pid means something only there), the
+    # workers' heartbeats (a silent worker's specs are recovered by another), and the slots
+    # of agent.global_max_concurrent
+    """
+    ALTER TABLE iwo_steps ADD COLUMN handoff_text TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN host TEXT;
+    CREATE TABLE iwo_workers (
+        executor_id  TEXT PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        home         TEXT NOT NULL,
+        started_at   TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        stopped_at   TEXT,
+        recovered_by TEXT,
+        recovered_at TEXT
+    );
+    CREATE TABLE iwo_agent_slots (
+        slot        INTEGER PRIMARY KEY,
+        executor_id TEXT,
+        spec_id     TEXT,
+        step        INTEGER,
+        acquired_at TEXT
+    );
+    """,
+    # 5: notifier messages by notifier name and a text reference (Telegram's "<chat>:<message>"),
+    # so any notifier can map a reply or a button back to its gate; Telegram's rows carried over
+    """
+    CREATE TABLE iwo_messages (
+        notifier    TEXT NOT NULL,
+        ref         TEXT NOT NULL,
+        gate_id     TEXT,
+        kind        TEXT NOT NULL,
+        sent_at     TEXT NOT NULL,
+        PRIMARY KEY (notifier, ref)
+    );
+    CREATE INDEX iwo_messages_gate ON iwo_messages (gate_id);
+    INSERT INTO iwo_messages (notifier, ref, gate_id, kind, sent_at)
+        SELECT 'telegram', CAST(chat_id AS TEXT) || ':' || CAST(message_id AS TEXT), gate_id, kind, sent_at
+        FROM iwo_gate_messages;
+    DROP TABLE iwo_gate_messages;
+    """,
+]
+# Postgres only, after the migration of that number: the short, stable gate number that
+# Telegram buttons carry (SQLite has it built in as the table's rowid).
+PG_EXTRA: dict[int, str] = {1: "ALTER TABLE iwo_gates ADD COLUMN rowid BIGSERIAL UNIQUE"}
+
+
+def migrate_sqlite(conn: sqlite3.Connection) -> int:
+    """Apply the numbered migrations not yet applied; returns the schema version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS iwo_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        applied = conn.execute("SELECT COALESCE(MAX(version), 0) FROM iwo_migrations").fetchone()[0]
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version <= applied:
+                continue
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO iwo_migrations (version, applied_at) VALUES (?, ?)", (version, utc_now()))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)

@@ -1,0 +1,155 @@
+"""Specs: the iwo_specs rows and the state machine they follow.
+
+    queued -> running <-> waiting -> done | rejected | failed
+    (any unfinished state) -> cancelled;  cancelled | failed -> queued | waiting (resume)
+
+Every change of state is one guarded UPDATE (the states it may come from are in its WHERE),
+so a step still in flight cannot undo a `cancel`, and a finished spec stays finished. Also
+the reads behind `status`: the spec table and the "saved by replay" figures.
+"""
+
+from __future__ import annotations
+
+from iwo_lite.store import All, One, Op, Write
+from iwo_lite.times import utc_now
+
+STATES = ("queued", "running", "waiting", "done", "rejected", "failed", "cancelled")
+FINAL_STATES = ("done", "rejected", "failed", "cancelled")
+_LIVE = "('queued', 'running', 'waiting')"
+
+
+def queued(spec_id: str, title: str, source: str | None) -> Op:
+    """A submitted spec's row; False when the id already existed (it is kept as it is)."""
+    now = utc_now()
+    return (yield Write("INSERT INTO iwo_specs (id, title, state, source, created_at, updated_at)"
+                        " VALUES (?, ?, 'queued', ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (spec_id, title, source, now, now))) == 1
+
+
+def forked(parent_id: str, from_role: str) -> Op:
+    """A fork's row: the first free `<parent>-forkN` id; returns it (None when the parent is unknown)."""
+    parent = yield One("SELECT title, source FROM iwo_specs WHERE id = ?", (parent_id,))
+    if parent is None:
+        return None
+    stem = parent_id[:54]
+    taken = {row["id"] for row in (yield All("SELECT id FROM iwo_specs WHERE id LIKE ?", (stem + "-fork%",)))}
+    number = 1
+    while f"{stem}-fork{number}" in taken:
+        number += 1
+    new_id = f"{stem}-fork{number}"
+    now = utc_now()
+    yield Write("INSERT INTO iwo_specs (id, title, state, role, source, parent_id, created_at, updated_at)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (new_id, parent["title"], from_role, parent["source"], parent_id, now, now))
+    return new_id
+
+
+def admitted(spec_id: str, title: str, source: str | None, parent_id: str | None) -> Op:
+    """The workflow started: running (the row is made if the spec was queued by DBOS alone)."""
+    now = utc_now()
+    yield Write("INSERT INTO iwo_specs (id, title, state, source, parent_id, created_at, updated_at)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET state = 'running', updated_at = excluded.updated_at"
+                " WHERE iwo_specs.state IN ('queued', 'running')",
+                (spec_id, title, source, parent_id, now, now))
+
+
+def at_step(spec_id: str, step: int, role: str) -> Op:
+    yield Write("UPDATE iwo_specs SET state = 'running', step = ?, role = ?, question = NULL, deadline = NULL,"
+                f" gate_id = NULL, updated_at = ? WHERE id = ? AND state IN {_LIVE}",
+                (step, role, utc_now(), spec_id))
+
+
+def waiting(spec_id: str, gate_id: str, question: str, deadline: str) -> Op:
+    yield Write("UPDATE iwo_specs SET state = 'waiting', gate_id = ?, question = ?, deadline = ?, updated_at = ?"
+                f" WHERE id = ? AND state IN {_LIVE}",
+                (gate_id, question, deadline, utc_now(), spec_id))
+
+
+def finished(spec_id: str, state: str, error: str | None = None) -> Op:
+    yield Write("UPDATE iwo_specs SET state = ?, error = ?, question = NULL, deadline = NULL, gate_id = NULL,"
+                f" updated_at = ? WHERE id = ? AND state IN {_LIVE}",
+                (state, error, utc_now(), spec_id))
+
+
+def cancelled(spec_id: str) -> Op:
+    """True when the spec was unfinished and is now cancelled."""
+    return (yield Write(f"UPDATE iwo_specs SET state = 'cancelled', updated_at = ? WHERE id = ? AND state IN {_LIVE}",
+                        (utc_now(), spec_id))) == 1
+
+
+def resumed(spec_id: str) -> Op:
+    """A cancelled or failed spec back to work: waiting when its gate is still open, else queued."""
+    return (yield Write(
+        "UPDATE iwo_specs SET state = CASE WHEN EXISTS (SELECT 1 FROM iwo_gates g WHERE g.id = iwo_specs.gate_id"
+        " AND g.answer IS NULL) THEN 'waiting' ELSE 'queued' END, updated_at = ?"
+        " WHERE id = ? AND state IN ('cancelled', 'failed')", (utc_now(), spec_id))) == 1
+
+
+def state(spec_id: str) -> Op:
+    """The spec's state, or None when there is no such spec."""
+    row = yield One("SELECT state FROM iwo_specs WHERE id = ?", (spec_id,))
+    return None if row is None else row["state"]
+
+
+def unfinished_count() -> Op:
+    return (yield One(f"SELECT COUNT(*) AS n FROM iwo_specs WHERE state IN {_LIVE}"))["n"]
+
+
+def current_gate(spec_id: str) -> Op:
+    """{"state", "gate_id"} of the spec, or None."""
+    return (yield One("SELECT state, gate_id FROM iwo_specs WHERE id = ?", (spec_id,)))
+
+
+# -- status ----------------------------------------------------------------------------------
+
+SPEC_FIELDS = ("id", "title", "state", "role", "step", "question", "deadline", "updated_at",
+               "dispatches", "cost_usd", "error", "created_at", "parent_id")
+SPEC_QUERY = """
+SELECT s.id, s.title, s.state, s.role, s.step, s.question, s.deadline, s.updated_at,
+       (SELECT COUNT(*) FROM iwo_attempts a WHERE a.spec_id = s.id) AS dispatches,
+       (SELECT COALESCE(SUM(a.cost_usd), 0) FROM iwo_attempts a WHERE a.spec_id = s.id) AS cost_usd,
+       s.error, s.created_at, s.parent_id
+FROM iwo_specs s
+{where}
+ORDER BY s.updated_at DESC, s.id
+{limit}
+"""
+
+
+def listed(limit: int | None = None, spec_id: str | None = None) -> Op:
+    """(specs newest first, how many more there are beyond `limit`)."""
+    where, params = ("WHERE s.id = ?", (spec_id,)) if spec_id else ("", ())
+    limit_sql = f"LIMIT {int(limit)}" if limit else ""
+    rows = yield All(SPEC_QUERY.format(where=where, limit=limit_sql), params)
+    specs = [{field: row[field] for field in SPEC_FIELDS} for row in rows]
+    for spec in specs:
+        spec["cost_usd"] = round(spec["cost_usd"] or 0.0, 6)
+    if spec_id or not limit:
+        return specs, 0
+    total = (yield One("SELECT COUNT(*) AS n FROM iwo_specs"))["n"]
+    return specs, max(0, total - len(specs))
+
+
+# "Saved by replay": what a daemon without checkpoints would have paid again. Each daemon start
+# recovers the unfinished specs and returns every dispatch they finished from the checkpoint;
+# a run collected or re-attached after a restart (reattached = 1) was not started again either.
+SAVED_SQL = """
+SELECT
+  (SELECT COALESCE(SUM(a.cost_usd), 0) FROM iwo_attempts a
+     JOIN iwo_specs s ON s.id = a.spec_id
+     JOIN iwo_daemon_starts d ON a.finished_at < d.started_at
+      AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at)
+   WHERE a.spec_id = :id)
+  + (SELECT COALESCE(SUM(cost_usd), 0) FROM iwo_attempts WHERE spec_id = :id AND reattached = 1) AS saved,
+  (SELECT COUNT(*) FROM iwo_daemon_starts d JOIN iwo_specs s ON s.id = :id
+    WHERE EXISTS (SELECT 1 FROM iwo_attempts a WHERE a.spec_id = s.id AND a.finished_at < d.started_at)
+      AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at))
+   AS recoveries
+"""
+
+
+def saved_by_replay(spec_id: str) -> Op:
+    """(saved_usd, recoveries) of one spec."""
+    row = yield One(SAVED_SQL, {"id": spec_id})
+    return round(row["saved"] or 0.0, 6), row["recoveries"]
