@@ -217,4 +217,9 @@ def check_internals() -> list[str]:
     system_db = getattr(_sys_db, "SystemDatabase", None)
     if system_db is None or not callable(getattr(system_db, "_waiter", None)):
         missing.append("SystemDatabase._waiter")
+    if system_db is not None and "notifications_map" not in getattr(system_db.__init__, "__code__", None).co_names:
+        missing.append("SystemDatabase.notifications_map")
+    events = getattr(_sys_db, "ThreadSafeEventDict", None)
+    if events is None or not callable(getattr(events, "get", None)):
+        missing.append("ThreadSafeEventDict.get")
     return missing

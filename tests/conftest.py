@@ -268,3 +268,8 @@ def home(tmp_path: Path):
     instance = IwoHome(tmp_path / "home")
     yield instance
     instance.cleanup()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast unit tests (tests/unit/, no processes) run first, then the process tests."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)

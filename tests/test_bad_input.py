@@ -127,7 +127,7 @@ def test_config_broken_after_submit_keeps_the_queued_spec(home):
 
 
 @pytest.mark.parametrize("command", ["submit", "run"])
-def test_postgres_url_in_a_sqlite_only_build(home, command):
+def test_an_unreachable_postgres_url_is_one_line_without_the_password(home, command):
     config = home.root / "config.toml"
     config.write_text(config.read_text().replace("[agent]", 'database_url = "postgresql://u:hunter2@127.0.0.1:1/iwo"\n[agent]'))
     args = ("submit", str(home.spec_file())) if command == "submit" else ("run",)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from conftest import wait_for
 
 
 def test_submit_prints_the_id_last_and_the_same_id_twice_starts_nothing_new(home):
@@ -56,26 +55,6 @@ def test_status_on_a_missing_database_is_empty(home):
     out = home.cli("status", check=True)
     assert "iwo-lite specs" in out.stdout
     assert not (home.root / "iwo.sqlite").exists()
-
-
-def test_status_sql_is_read_only(home):
-    spec_id = home.submit()
-    out = home.cli("status", "--sql", "SELECT id, state FROM iwo_specs", "--json", check=True)
-    assert json.loads(out.stdout) == [{"id": spec_id, "state": "queued"}]
-    out = home.cli("status", "--sql", "DELETE FROM iwo_specs")
-    assert out.returncode == 2 and "readonly" in out.stderr.replace("read-only", "readonly")
-    assert home.query("SELECT COUNT(*) FROM iwo_specs") == [(1,)]
-    out = home.cli("status", "--sql", "SELEC nonsense")
-    assert out.returncode == 2 and "syntax error" in out.stderr
-
-
-def test_a_second_daemon_on_the_same_home_exits_2(home):
-    first = home.start()
-    wait_for(lambda: "daemon running" in first.log(), 30)
-    second = home.start()
-    assert second.proc.wait(timeout=30) == 2
-    assert "another iwo-lite daemon" in second.log() and str(first.pid) in second.log()
-    assert first.proc.poll() is None
 
 
 def test_version_and_help(home):

@@ -80,11 +80,9 @@ def test_kill_while_waiting_at_a_gate_keeps_the_gate_and_its_deadline(home):
     spec_id = home.submit()
     daemon = home.start()
     home.wait_state(spec_id, "waiting")
-    deadline = home.spec(spec_id)["deadline"]
     daemon.kill9()
     home.start()
     wait_for(lambda: "daemon running" in home.daemons[-1].log(), 30)
-    assert home.spec(spec_id)["deadline"] == deadline
     home.cli("approve", spec_id, check=True)
     home.wait_state(spec_id, "done")
     assert home.role_counts(spec_id) == DEFAULT_ROLE_COUNTS
@@ -115,3 +113,39 @@ def test_sigterm_stops_cleanly_and_the_run_in_flight_is_not_repeated(home):
     home.start()
     home.wait_state(spec_id, "done")
     assert home.role_counts(spec_id) == DEFAULT_ROLE_COUNTS
+
+
+def test_gate_deadline_survives_kill9_with_downtime(home):
+    home.configure(approvals='timeout = "6s"\non_timeout = "reject"')
+    home.scenario({"roles": {"deployer": [{"verdict": "blocker", "question": "Ship?"}]}})
+    spec_id = home.submit()
+    daemon = home.start()
+    home.wait_state(spec_id, "waiting")
+    deadline = home.spec(spec_id)["deadline"]
+    daemon.kill9()
+    import time
+    time.sleep(2.5)
+    home.start()
+    home.wait_state(spec_id, "rejected", timeout=30)
+    gate = home.spec(spec_id)["gates"][0]
+    from iwo_lite.times import parse_utc
+    assert gate["deadline"] == deadline and gate["answered_via"] == "timeout"
+    late = parse_utc(gate["answered_at"]) - parse_utc(deadline)
+    assert 0 <= late < 1.5, late  # closed at the original deadline, not 6 s after the restart
+
+
+def test_gate_closes_at_restart_when_the_deadline_passed_while_down(home):
+    home.configure(approvals='timeout = "3s"\non_timeout = "approve"')
+    home.scenario({"roles": {"deployer": [{"verdict": "blocker", "question": "Ship?"}]}})
+    spec_id = home.submit()
+    daemon = home.start()
+    home.wait_state(spec_id, "waiting")
+    daemon.kill9()
+    import time
+    time.sleep(4)
+    late = home.cli("approve", spec_id)
+    assert late.returncode == 2 and "closed at its deadline" in late.stderr
+    home.start()
+    home.wait_state(spec_id, "done", timeout=30)
+    gate = home.spec(spec_id)["gates"][0]
+    assert (gate["answer"], gate["answered_via"]) == ("approve", "timeout")

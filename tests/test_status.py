@@ -9,16 +9,26 @@ import sys
 
 import pytest
 
-from conftest import wait_for
+from conftest import IwoHome, wait_for
 import fake_claude
 
 CONTRACT_FIELDS = {"id", "title", "state", "role", "step", "question", "deadline", "updated_at", "dispatches",
                    "cost_usd", "error"}
 
 
-@pytest.fixture
-def lived_home(home):
-    """Three specs: one finished after a kill -9 mid-dispatch, one waiting at a gate, one failed."""
+@pytest.fixture(scope="module")
+def lived_home(tmp_path_factory):
+    """Three specs: one finished after a kill -9 mid-dispatch, one waiting at a gate, one failed.
+
+    Built once for the module; the last test (resume) changes it."""
+    home = IwoHome(tmp_path_factory.mktemp("lived") / "home")
+    try:
+        yield _live(home)
+    finally:
+        home.cleanup()
+
+
+def _live(home):
     home.scenario({"specs": {
         "crashy": {"roles": {"tester": [{"sleep": 1.5}]}},
         "gated": {"roles": {"reviewer": [{"verdict": "blocker", "question": "Which license?"}]}},
@@ -106,11 +116,15 @@ def test_watch_redraws_until_interrupted(home):
     assert "iwo-lite specs" in out
 
 
-def test_unknown_spec_and_bad_queries_exit_2(home):
-    home.submit()
+def test_sql_is_read_only_and_unknown_specs_and_bad_queries_exit_2(home):
+    spec_id = home.submit()
+    out = home.cli("status", "--sql", "SELECT id, state FROM iwo_specs", "--json", check=True)
+    assert json.loads(out.stdout) == [{"id": spec_id, "state": "queued"}]
     for args, words in ((("status", "nope"), "nope: no such spec"), (("status", "nope", "--json"), "no such spec"),
                         (("status", "--sql", "UPDATE iwo_specs SET state = 'done'"), "readonly"),
+                        (("status", "--sql", "DELETE FROM iwo_specs"), "readonly"),
                         (("status", "--sql", "DROP TABLE iwo_specs"), "readonly"),
+                        (("status", "--sql", "SELEC nonsense"), "syntax error"),
                         (("status", "--sql", "SELECT * FROM nowhere"), "no such table")):
         out = home.cli(*args)
         assert out.returncode == 2 and words in out.stderr.replace("read-only", "readonly"), (args, out.stderr)

@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import plistlib
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 
 from conftest import DEFAULT_ROLE_COUNTS, Daemon, IwoHome, wait_for
 import fake_claude
+from test_service import unit_lines
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_VENV = REPO / "build" / "venv"
@@ -239,64 +238,6 @@ def test_a_spec_started_by_build_a_finishes_under_build_b_with_no_repeated_dispa
         home.cleanup()
 
 
-# -- doctor: specs of another replay version ------------------------------------------------------
-
-def test_doctor_counts_unfinished_specs_of_another_replay_version(home):
-    from iwo_lite.store.checkpoints import REPLAY_VERSION
-
-    home.env["COLUMNS"] = "1000"  # one line per check
-    spec_id = home.submit()
-    ok = home.cli("doctor")
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert f"replay version: {REPLAY_VERSION} (no unfinished specs" in ok.stdout
-    conn = sqlite3.connect(home.root / "iwo.sqlite")
-    with conn:
-        conn.execute("UPDATE workflow_status SET application_version = 'iwo-replay-0' WHERE workflow_uuid = ?",
-                     (spec_id,))
-    conn.close()
-    stranded = home.cli("doctor")
-    assert stranded.returncode == 1
-    assert "1 unfinished spec(s) of another version (iwo-replay-0: 1)" in stranded.stdout
-    assert "run the build that started them" in stranded.stdout
-    assert home.spec(spec_id)["state"] == "queued"  # status still shows it, as queued
-
-
-# -- service files -------------------------------------------------------------------------------
-
-def unit_lines(text: str) -> dict[str, list[str]]:
-    lines: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            lines.setdefault(key, []).append(value)
-    return lines
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="systemd units are written on Linux")
-def test_service_install_print_gives_a_systemd_user_unit(home, tmp_path):
-    env = dict(home.env, HOME=str(tmp_path / "user"))
-    console_script = Path(sys.executable).parent / "iwo-lite"
-    cases = [([sys.executable, "-m", "iwo_lite"], f"{sys.executable} -m iwo_lite")]
-    if console_script.exists():
-        cases.append(([str(console_script)], str(console_script)))
-    for argv, launcher in cases:
-        proc = subprocess.run([*argv, "service", "install", "--print"], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        unit = unit_lines(proc.stdout)
-        assert unit["ExecStart"] == [f"{launcher} --home {home.root} run"]
-        assert unit["Restart"] == ["on-failure"] and unit["KillMode"] == ["process"]
-        assert unit["WorkingDirectory"] == [str(tmp_path)] and unit["WantedBy"] == ["default.target"]
-        assert not (tmp_path / "user" / ".config").exists()  # --print writes nothing
-
-    written = subprocess.run([sys.executable, "-m", "iwo_lite", "service", "install"], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=60)
-    assert written.returncode == 0, written.stderr
-    unit_file = tmp_path / "user" / ".config" / "systemd" / "user" / "iwo-lite.service"
-    assert f"wrote {unit_file}" in written.stdout and "systemctl --user" in written.stdout
-    assert "ExecStart=" in unit_file.read_text()
-
-
 @slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="systemd units are written on Linux")
 def test_service_install_from_the_zipapp_names_the_zipapp(zipapp, tmp_path):
@@ -307,17 +248,3 @@ def test_service_install_from_the_zipapp_names_the_zipapp(zipapp, tmp_path):
     python, rest = exec_start.split(" ", 1)
     assert Path(python).is_absolute() and os.access(python, os.X_OK)
     assert rest == f'{zipapp} --home "{tmp_path / "iwo home"}" run'
-
-
-def test_launchd_plist_keeps_the_daemon_alive(tmp_path, monkeypatch):
-    from iwo_lite.config import load_config
-    from iwo_lite.service import render, service_file
-
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    config = load_config(tmp_path / "iwo")
-    plist = plistlib.loads(render(config, platform="darwin", argv0="-c").encode())
-    assert plist["Label"] == "dev.iwo-lite" and plist["KeepAlive"] is True and plist["RunAtLoad"] is True
-    assert plist["ProgramArguments"] == [sys.executable, "-m", "iwo_lite", "--home", str(tmp_path / "iwo"), "run"]
-    assert plist["AbandonProcessGroup"] is True and plist["WorkingDirectory"] == str(tmp_path)
-    assert service_file("darwin") == tmp_path / "Library" / "LaunchAgents" / "dev.iwo-lite.plist"

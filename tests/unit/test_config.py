@@ -22,7 +22,7 @@ from iwo_lite.config import (
     resolve_home,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.toml"
 
 

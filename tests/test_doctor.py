@@ -1,0 +1,25 @@
+"""`iwo-lite doctor`: what it checks and how it says what is wrong."""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def test_doctor_counts_unfinished_specs_of_another_replay_version(home):
+    from iwo_lite.store.checkpoints import REPLAY_VERSION
+
+    home.env["COLUMNS"] = "1000"  # one line per check
+    spec_id = home.submit()
+    ok = home.cli("doctor")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"replay version: {REPLAY_VERSION} (no unfinished specs" in ok.stdout
+    conn = sqlite3.connect(home.root / "iwo.sqlite")
+    with conn:
+        conn.execute("UPDATE workflow_status SET application_version = 'iwo-replay-0' WHERE workflow_uuid = ?",
+                     (spec_id,))
+    conn.close()
+    stranded = home.cli("doctor")
+    assert stranded.returncode == 1
+    assert "1 unfinished spec(s) of another version (iwo-replay-0: 1)" in stranded.stdout
+    assert "run the build that started them" in stranded.stdout
+    assert home.spec(spec_id)["state"] == "queued"  # status still shows it, as queued
