@@ -31,11 +31,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import unquote
 
 from iwo_lite import config_checks as check
 from iwo_lite.config_checks import parse_duration
 from iwo_lite.roles import ROLES
-from iwo_lite.store import sqlite_path
+from iwo_lite.store import sqlite_path, sqlite_url
 
 __all__ = [
     "ROLES",
@@ -47,6 +48,8 @@ __all__ = [
     "LoopConfig",
     "ApprovalsConfig",
     "TelegramConfig",
+    "GitConfig",
+    "BudgetConfig",
     "Config",
     "ADMISSION",
     "load_config",
@@ -58,6 +61,11 @@ DB_NAME = "iwo.sqlite"
 MIN_WORKER_TIMEOUT_S = 3.0
 DISPATCH_MODES = ("subprocess", "tmux")
 ON_TIMEOUT = ("reject", "approve")
+AGENT_KINDS = ("claude", "json")
+PERMISSIONS = ("read", "edit", "run", "full")
+WORKSPACES = ("worktree", "shared")
+ON_DONE = ("keep", "merge", "command")
+NOTIFY_EVENTS = ("done", "failed", "rejected", "paused")
 
 
 class ConfigError(Exception):
@@ -137,6 +145,10 @@ class AgentConfig:
     retries: int = key(2, check.int_at_least(0))
     dispatch: str = key("subprocess", check.choice(DISPATCH_MODES))
     tmux_keep: float = key(600.0, check.duration)  # seconds a finished tmux window stays open ("10m")
+    kind: str | None = key(None, check.choice(AGENT_KINDS))  # None: "claude" when the executable is named claude
+    stall_timeout: float = key(600.0, check.duration)  # no stream event for this long: the run is stalled ("10m")
+    overload_wait: float = key(7200.0, check.duration)  # backing off from 429/529 at most this long in all ("2h")
+    max_output: int = key(20 * 2**20, check.size)  # bytes of an agent's stdout kept ("20MiB")
     global_max_concurrent: int = key(0, check.int_at_least(0))  # Postgres: across all workers; 0 = no limit
 
 
@@ -147,6 +159,7 @@ class RoleConfig:
     extra_args: tuple[str, ...] = key((), check.string_list)
     prompt_file: Path | None = key(None, check.nonempty_string)  # absolute (against the config file's directory)
     model: str | None = key(None, check.nonempty_string)
+    permissions: str | None = key(None, check.choice(PERMISSIONS))  # None: the role's default profile
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,7 @@ class TelegramConfig:
     allowed_chat_ids: tuple[int, ...] = key((), check.int_list)
     allowed_user_ids: tuple[int, ...] = key((), check.int_list)  # empty = anyone in an allowed chat
     base_url: str = key("https://api.telegram.org/bot", check.http_url)
+    notify: tuple[str, ...] = key(NOTIFY_EVENTS, check.subset_of(NOTIFY_EVENTS))  # spec events sent to the chats
 
     def token(self, environ: Mapping[str, str] = os.environ) -> str | None:
         """The bot token from ``$<token_env>``; None when unset or blank."""
@@ -184,8 +198,26 @@ class TelegramConfig:
         return self.token(environ) is not None and len(self.allowed_chat_ids) > 0
 
 
+@dataclass(frozen=True)
+class GitConfig:
+    """``[git]``: each spec's branch and worktree (workspace = "worktree"), and what happens at its end."""
+
+    on_done: str = key("keep", check.choice(ON_DONE))  # keep the branch | merge it | run done_command
+    done_command: str = key("", check.string)  # with on_done = "command", e.g. "gh pr create --fill --head {branch}"
+    remote: str = key("", check.string)  # push the spec's branch there after each dispatch ("" = never)
+    author: str = key("iwo-lite <iwo-lite@localhost>", check.git_author)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """``[budget]``: spending caps in US dollars (0 = none)."""
+
+    per_spec_usd: float = key(0.0, check.number_at_least(0))
+    daily_usd: float = key(0.0, check.number_at_least(0))  # all specs, per UTC day
+
+
 SECTIONS: dict[str, type] = {"agent": AgentConfig, "loop": LoopConfig, "approvals": ApprovalsConfig,
-                             "telegram": TelegramConfig}
+                             "telegram": TelegramConfig, "git": GitConfig, "budget": BudgetConfig}
 
 
 def _default_roles() -> Mapping[str, RoleConfig]:
@@ -206,11 +238,14 @@ class Config:
     worker_timeout: float = key(30.0, check.duration_at_least(MIN_WORKER_TIMEOUT_S, "a worker's heartbeat comes "
                                                              f"every {MIN_WORKER_TIMEOUT_S / 3:g}s"))
     workdir: Path = key(Path("."), check.nonempty_string)  # absolute once loaded
+    workspace: str | None = key(None, check.choice(WORKSPACES))  # None: "worktree" when workdir is a git repository
     agent: AgentConfig = field(default_factory=AgentConfig)
     roles: Mapping[str, RoleConfig] = field(default_factory=_default_roles)  # all six roles
     loop: LoopConfig = field(default_factory=LoopConfig)
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    git: GitConfig = field(default_factory=GitConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     @property
     def is_sqlite(self) -> bool:
@@ -340,6 +375,7 @@ def _build(home: Path, path: Path | None, data: dict[str, Any], environ: Mapping
         executor_id=_resolve_executor_id(top.get("executor_id", ""), environ),
         worker_timeout=top.get("worker_timeout", Config.worker_timeout),
         workdir=_absolute(top.get("workdir", "."), environ),
+        workspace=top.get("workspace"),
         roles=_roles(src, data, base_dir, environ),
         **sections,
     )
@@ -450,14 +486,15 @@ def _database_url(src: str, key: str, value: str, home: Path, base: Path, enviro
     """
     value = value.strip()
     if value == "":
-        return f"sqlite:///{home / DB_NAME}"
+        return sqlite_url(home / DB_NAME)
     if value.startswith("sqlite:///"):
         rest = value[len("sqlite:///"):]
         file_part, sep, query = rest.partition("?")
+        file_part = unquote(file_part)  # as SQLAlchemy reads it: %3F is a "?" in the path
         if file_part == "" or file_part == ":memory:":
             raise _error(src, key, "expected sqlite:///<path to a file>; an in-memory database would lose every spec")
         path = _absolute(file_part, environ, base)
-        return f"sqlite:///{path}{sep}{query}"
+        return f"{sqlite_url(path)}{sep}{query}"
     scheme = value.split("://", 1)[0].lower() if "://" in value else ""
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         rest = value.split("://", 1)[1]

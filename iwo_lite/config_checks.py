@@ -115,12 +115,21 @@ def nonempty_string(value: Any) -> str:
     return value
 
 
-def int_at_least(minimum: int) -> Callable[[Any], int]:
+# The largest count a key may hold (agent.max_concurrent, agent.retries, agent.global_max_concurrent,
+# loop.max_rework): far more agent processes, tries or reworks than any run needs, so a larger
+# value is a slip (a timeout in seconds typed into the wrong key), and some break things: one
+# iwo_agent_slots row is made per global slot at start-up, and every try may be paid for.
+MAX_COUNT = 1000
+
+
+def int_at_least(minimum: int, maximum: int = MAX_COUNT) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Bad(f"expected an integer >= {minimum}, {got(value)}")
         if value < minimum:
             raise Bad(f"expected an integer >= {minimum}, got {value}")
+        if value > maximum:
+            raise Bad(f"expected an integer from {minimum} to {maximum}, got {value}")
         return value
 
     return check
@@ -139,19 +148,29 @@ def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
+# The longest duration a key may hold. Deadlines are computed as now + duration and written as
+# ISO 8601 dates: "99999999d" passes year 9999 and every gate would fail; a year is more than
+# any timeout, reminder or wait needs.
+MAX_DURATION_S = 365 * 86400.0
+
+
 def duration(value: Any, *, allow_empty: bool = False) -> float | None:
     if isinstance(value, bool):
         raise Bad(f"{_DURATION_HELP}, {got(value)}")
     if isinstance(value, (int, float)):  # a bare number from TOML is seconds
         if not math.isfinite(value) or value <= 0:
             raise Bad(f"must be greater than zero, got {show(value)}")
-        return float(value)
-    if not isinstance(value, str):
+        seconds: float | None = float(value)
+    elif not isinstance(value, str):
         raise Bad(f"{_DURATION_HELP}, {got(value)}")
-    try:
-        return parse_duration(value, allow_empty=allow_empty)
-    except ValueError as exc:
-        raise Bad(str(exc)) from None
+    else:
+        try:
+            seconds = parse_duration(value, allow_empty=allow_empty)
+        except ValueError as exc:
+            raise Bad(str(exc)) from None
+    if seconds is not None and seconds > MAX_DURATION_S:
+        raise Bad(f"expected at most {MAX_DURATION_S / 86400:g}d, got {show(value)}")
+    return seconds
 
 
 def duration_at_least(minimum: float, why: str) -> Callable[[Any], float]:
@@ -226,3 +245,56 @@ def http_url(value: Any) -> str:
 def redact_url(url: str) -> str:
     """Replace the password in ``scheme://user:password@host`` with ``***``."""
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 2**10, "kb": 10**3, "mib": 2**20, "mb": 10**6, "gib": 2**30, "gb": 10**9}
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)")
+
+
+def size(value: Any) -> int:
+    """Bytes: an integer, or a string like "20MiB", "500KiB", "1GB"."""
+    if isinstance(value, bool):
+        raise Bad(f"expected a size like 20MiB or a number of bytes, {got(value)}")
+    if isinstance(value, int):
+        if value <= 0:
+            raise Bad(f"must be greater than zero, got {value}")
+        return value
+    match = _SIZE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise Bad(f"expected a size like 20MiB or a number of bytes, {got(value)}")
+    number = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    if number <= 0:
+        raise Bad(f"must be greater than zero, got {show(value)}")
+    return number
+
+
+def number_at_least(minimum: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise Bad(f"expected a number >= {minimum:g}, {got(value)}")
+        if value < minimum:
+            raise Bad(f"expected a number >= {minimum:g}, got {value}")
+        return float(value)
+
+    return check
+
+
+def subset_of(options: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
+    def check(value: Any) -> tuple[str, ...]:
+        items = string_list(value)
+        for index, item in enumerate(items):
+            if item not in options:
+                raise Bad(f"expected some of {', '.join(options)}, got {show(item)}", f"[{index}]")
+        return items
+
+    return check
+
+
+_AUTHOR = re.compile(r"[^<>\n]+ <[^<>\s]+>")
+
+
+def git_author(value: Any) -> str:
+    text = nonempty_string(value).strip()
+    if not _AUTHOR.fullmatch(text):
+        raise Bad(f'expected "Name <email>", got {show(text)}')
+    return text

@@ -1,10 +1,24 @@
 """The daemon (`iwo-lite run`): one asyncio process that owns the home while it runs.
 
 Owns: the exclusive lock on `<home>/daemon.lock` (one launched DBOS per database file),
-preparing the database, wiring the pieces (store, gates, notifiers, dispatcher, the loop's
-runtime), launching DBOS inside the running loop (which recovers unfinished specs), the
-background tasks (waking answered gates, the inbox, on Postgres the watch over other workers
-and LISTEN for answers), and a clean stop on SIGINT/SIGTERM.
+preparing the database, wiring the pieces (store, gates, notifiers, agent kind, dispatcher,
+the loop's runtime), launching DBOS inside the running loop (which recovers unfinished
+specs), the background tasks, and a clean stop on SIGINT/SIGTERM/SIGHUP.
+
+Background tasks, each woken by an event rather than a fast timer (the daemon is quiet when
+idle; each has a slow sweep as a safety net, say its constant):
+
+    Starter    starts the workflow of each queued spec (oldest first, while this worker has
+               agent capacity). Woken by a poke: SIGUSR1 from `submit` and the answers,
+               the inbox, the loop (a spec ended, parked at a gate or paused), and on Postgres
+               NOTIFY iwo_specs. Sweep: STARTER_SWEEP_S.
+    Gates      wakes the workflows of answered gates (gates.py). Woken by the same pokes and
+               NOTIFY iwo_answers. Sweep: gates.WAKE_SWEEP_S.
+    Courier    sends the outbox (gate questions, reminders, answered marks, spec events) to
+               the notifiers, on the worker holding the `notifier` lease. Woken by the loop.
+               Sweep: COURIER_SWEEP_S (and the lease's renewal).
+    Inbox      inbox.py (inotify on Linux, a slow poll elsewhere).
+    Workers    Postgres only: heartbeats, takeover of silent workers (workers.py).
 """
 
 from __future__ import annotations
@@ -18,22 +32,32 @@ import signal
 import time
 from pathlib import Path
 
-from iwo_lite import durable, loop, notify, workers
-from iwo_lite.agents import plain
+from iwo_lite import agents, durable, loop, notify, workers, workspace
 from iwo_lite.config import Config
 from iwo_lite.errors import UserError
 from iwo_lite.gates import Gates
 from iwo_lite.home import Home
 from iwo_lite.inbox import InboxWatcher
-from iwo_lite.intake import Spec
+from iwo_lite.intake import Spec, spec_from_text
 from iwo_lite.runs.dispatcher import Dispatcher
-from iwo_lite.store import AsyncStore
-from iwo_lite.store import checkpoints
+from iwo_lite.runs.launcher import stop_runs
+from iwo_lite.store import AsyncStore, checkpoints
+from iwo_lite.store import gates as gate_rows
+from iwo_lite.store import outbox
+from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.store import workers as worker_rows
+from iwo_lite.times import iso_utc
 
 log = logging.getLogger("iwo_lite")
 LOCK_PATIENCE_S = 1.0
+STARTER_SWEEP_S = 30.0  # safety net: start queued specs even if a poke was lost
+COURIER_SWEEP_S = 30.0  # safety net: send the outbox even if a wake-up was lost
+COURIER_RETRY_S = 2.0  # a notifier not ready yet (the bot still connecting): look again this soon
+OUTBOX_MAX_AGE_S = 3600.0  # events nobody sent for this long are not sent late (a bot just turned on)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Never in an agent's environment: the database URL holds a password on Postgres.
+SECRET_ENV = ("IWO_DATABASE_URL",)
 
 
 def acquire_lock(lock_path: Path) -> int:
@@ -61,21 +85,39 @@ def acquire_lock(lock_path: Path) -> int:
     return fd
 
 
-async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set or SIGINT/SIGTERM arrives."""
-    home = Home(config.home)
-    stop = stop or asyncio.Event()
+def check_ready(config: Config) -> None:
+    """What would fail at the first dispatch, said at start-up (UserError, one line)."""
     if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
         raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
+    full = [role for role, rc in config.roles.items() if rc.permissions == "full"]
+    kind = config.agent.kind or agents.kind_for(config.agent.command)
+    if full and kind == "claude" and os.geteuid() == 0 and os.environ.get("IS_SANDBOX") != "1":
+        raise UserError(f'roles.{full[0]}.permissions = "full": running as root, Claude Code refuses '
+                        "--dangerously-skip-permissions unless IS_SANDBOX=1 is set; export IS_SANDBOX=1 if this "
+                        "machine is a sandbox, or choose another profile")
+    if config.workspace == "worktree" and not workspace.is_repository(str(config.workdir)):
+        raise UserError(f'workspace = "worktree", but workdir {config.workdir} is not a git repository')
+
+
+async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set or SIGINT/SIGTERM/SIGHUP arrives."""
+    home = Home(config.home)
+    stop = stop or asyncio.Event()
+    check_ready(config)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a poke before we listen must not kill us
     lock_fd = acquire_lock(home.lock)
     running = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        running.add_signal_handler(sig, stop.set)
+
+    def stop_on(sig: signal.Signals) -> None:
+        log.info("%s received: stopping", sig.name)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        running.add_signal_handler(sig, stop_on, sig)
     store = None
     shared = False  # Postgres: one worker of several
     launched = False
-    notifiers: list = []
+    courier = None
     try:
         await asyncio.to_thread(durable.prepare_database, config)
         store = await AsyncStore.open(config.database_url)
@@ -84,33 +126,49 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             await workers.register(store, config, home.root)
         await store.run(worker_rows.daemon_started(os.getpid(), config.executor_id))
         gates = Gates(store, wake_gate)
-        notifiers = notify.from_config(config, store, gates.answer)
-        dispatcher = Dispatcher(config, home, store, plain.from_config(config), notify.secret_env_names(config))
-        loop.install(loop.Runtime(config, home, store, dispatcher, notifiers))
+        starter = Starter(store, config)
+        actions = DaemonActions(config, home, store, gates, starter)
+        courier = Courier(store, config, notify.from_config(config, store, actions))
+
+        def changed() -> None:  # the loop added to the outbox: a spec ended, waits or paused
+            courier.wake()
+            starter.poke()
+
+        dispatcher = Dispatcher(config, home, store, agents.from_config(config),
+                                notify.secret_env_names(config) + SECRET_ENV)
+        loop.install(loop.Runtime(config, home, store, dispatcher, changed))
         await durable.launch(config)
         launched = True
-        running.add_signal_handler(signal.SIGUSR1, gates.poke)
-        inbox = InboxWatcher(home.inbox, lambda spec: submit_in_daemon(store, home, spec))
+        if not shared:
+            await _recover_other_executors(store, config)
+
+        def poke() -> None:  # SIGUSR1 from the shell: an answer or a spec is in the database
+            gates.poke()
+            starter.poke()
+
+        running.add_signal_handler(signal.SIGUSR1, poke)
+        inbox = InboxWatcher(home.inbox, actions.submit_spec)
         background = [  # held here: the loop keeps only weak references to tasks
             asyncio.create_task(gates.sweep_forever(), name="iwo-wake-answered"),
+            asyncio.create_task(starter.run_forever(), name="iwo-starter"),
             asyncio.create_task(inbox.run_forever(), name="iwo-inbox"),
+            asyncio.create_task(courier.run_forever(), name="iwo-courier"),
         ]
         if shared:
             background += [
                 asyncio.create_task(workers.keep_watch(store, config, durable.Internals.recover_executors),
                                     name="iwo-workers"),
                 asyncio.create_task(gates.listen_forever(config.database_url), name="iwo-answers"),
+                asyncio.create_task(starter.listen_forever(config.database_url), name="iwo-specs"),
             ]
-        for notifier in notifiers:
-            notifier.start()
         log.info("daemon running on %s (pid %d, executor %s, %d background tasks)", home.root, os.getpid(),
                  config.executor_id, len(background))
         await _warn_of_other_replay_versions(store)
         await stop.wait()
         log.info("stopping: agent runs in flight continue detached and are re-attached on the next start")
     finally:
-        for notifier in notifiers:
-            await notifier.stop()
+        if courier is not None:
+            await courier.stop()
         await _cancel_other_tasks()
         if launched:
             durable.destroy()
@@ -119,7 +177,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             if shared:
                 await store.run(worker_rows.stopped(config.executor_id, os.getpid()))
             await store.close()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        for sig in (*STOP_SIGNALS, signal.SIGUSR1):
             running.remove_signal_handler(sig)
         os.close(lock_fd)
 
@@ -130,8 +188,18 @@ async def wake_gate(gate_id: str, spec_id: str) -> None:
     await durable.send(spec_id, {"gate": gate_id}, topic=gate_id, idempotency_key=f"answer:{gate_id}")
     try:
         durable.Internals.wake_waiter(spec_id, gate_id)
-    except Exception as error:  # DBOS moved its internals: the 1 s poll still delivers the answer
+    except Exception as error:  # DBOS moved its internals: the poll still delivers the answer
         log.warning("waking the gate's waiter at once failed (%s); DBOS's poll delivers it", error)
+
+
+async def _recover_other_executors(store: AsyncStore, config: Config) -> None:
+    """SQLite: the daemon holding the home's lock owns every unfinished spec in the file, also those
+    started under another executor id (the default id is the hostname, which a laptop may change)."""
+    others = await store.run(checkpoints.pending_executors(config.executor_id))
+    if others:
+        handles = await asyncio.to_thread(durable.Internals.recover_executors, others)
+        log.warning("recovered %d unfinished spec(s) started under executor id(s) %s (this daemon is %s)",
+                    len(handles), ", ".join(others), config.executor_id)
 
 
 async def _warn_of_other_replay_versions(store: AsyncStore) -> None:
@@ -151,10 +219,208 @@ async def _cancel_other_tasks() -> None:
         await asyncio.wait(others, timeout=5)
 
 
-async def submit_in_daemon(store: AsyncStore, home: Home, spec: Spec) -> bool:
-    """Queue a spec from inside the daemon (the inbox); False when its id already existed."""
-    created = await store.run(spec_rows.queued(spec.id, spec.title, spec.source))
-    if created:
-        home.save_spec(spec.id, spec.text)
-    await durable.enqueue_in_daemon(spec.workflow_input())
-    return created
+async def _wait_or(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
+    event.clear()
+
+
+class Starter:
+    """Starts the workflows of queued specs: oldest first, while this worker has agent capacity.
+
+    A spec is claimed (one guarded UPDATE: with several workers exactly one starts it), then its
+    workflow is started under the spec's id. A crash between the two is repaired at start-up
+    (a claimed spec without a workflow is started then)."""
+
+    def __init__(self, store: AsyncStore, config: Config):
+        self.store = store
+        self.config = config
+        self._kick = asyncio.Event()
+
+    def poke(self) -> None:
+        self._kick.set()
+
+    async def run_forever(self) -> None:
+        me = self.config.executor_id
+        for row in await self.store.run(checkpoints.launched_without_workflow(me)):
+            await self._start(row)
+        while True:
+            try:
+                await self.start_queued()
+            except Exception as error:  # the database away for a moment: the next poke or sweep retries
+                log.warning("starting queued specs failed: %s", error)
+            await _wait_or(self._kick, STARTER_SWEEP_S)
+
+    async def start_queued(self) -> None:
+        me = self.config.executor_id
+        while True:
+            room = self.config.agent.max_concurrent - await self.store.run(spec_rows.active_count(me))
+            if room <= 0:
+                return
+            rows = await self.store.run(spec_rows.unlaunched(room))
+            if not rows:
+                return
+            for row in rows:
+                if await self.store.run(spec_rows.launched(row["id"], me)):
+                    await self._start(row)
+
+    async def _start(self, row: dict) -> None:
+        spec = Spec(id=row["id"], title=row["title"], text=row["text"], source=row["source"])
+        await durable.start_workflow(loop.spec_workflow, spec.workflow_input())
+        log.info("started spec %s", spec.id)
+
+    async def listen_forever(self, database_url: str) -> None:
+        """Postgres: a spec submitted on any machine (NOTIFY iwo_specs) is looked at now."""
+        from iwo_lite.store import pg
+
+        while True:
+            try:
+                async for _ in pg.listen(database_url, spec_rows.SPEC_CHANNEL):
+                    self.poke()
+            except Exception as error:
+                log.warning("listening for submitted specs failed: %s", error)
+            await asyncio.sleep(STARTER_SWEEP_S)
+
+
+class DaemonActions:
+    """What a notifier (or the inbox) may ask of the daemon: answer, submit, cancel."""
+
+    def __init__(self, config: Config, home: Home, store: AsyncStore, gates: Gates, starter: Starter):
+        self.config = config
+        self.home = home
+        self.store = store
+        self.answer = gates.answer
+        self.starter = starter
+
+    async def submit_spec(self, spec: Spec) -> bool:
+        """Queue a spec (the inbox, a message): False when its id already existed."""
+        base = await asyncio.to_thread(workspace.describe_repo, str(self.config.workdir))
+        created = await self.store.run(spec_rows.queued(spec.id, spec.title, spec.source, spec.text,
+                                                        base["head"], base["branch"]))
+        if created:
+            self.home.save_spec(spec.id, spec.text)
+        self.starter.poke()
+        return created
+
+    async def submit_text(self, text: str, filename: str | None, by: str) -> tuple[str, bool]:
+        spec = spec_from_text(text, filename, source=f"telegram:{by}")
+        return spec.id, await self.submit_spec(spec)
+
+    async def cancel(self, spec_id: str, by: str) -> str:
+        state = await self.store.run(spec_rows.state(spec_id))
+        if state is None:
+            raise UserError(f"{spec_id}: no such spec")
+        if state in spec_rows.FINAL_STATES:
+            raise UserError(f"{spec_id}: already {state}; nothing to cancel")
+        await durable.cancel(spec_id)
+        await self.store.run(spec_rows.cancelled(spec_id))
+        run_dirs = await self.store.run(run_rows.unfinished_run_dirs(spec_id))
+        stopped = await asyncio.to_thread(stop_runs, run_dirs)
+        await asyncio.to_thread(remove_spec_worktree, self.config, self.home, spec_id)
+        log.info("spec %s cancelled by %s", spec_id, by)
+        return f"cancelled {spec_id}" + (f"; stopped {stopped} agent run(s)" if stopped else "")
+
+
+def remove_spec_worktree(config: Config, home: Home, spec_id: str) -> None:
+    """A cancelled or rejected spec keeps its branch; its worktree goes."""
+    path = home.worktree(spec_id)
+    if path.exists():
+        repo = workspace.describe_repo(str(config.workdir))
+        if repo["repository"]:
+            workspace.remove_worktree(repo["toplevel"], str(path))
+
+
+class Courier:
+    """Sends the outbox to the notifiers: gate questions, reminders, answered marks, spec events.
+
+    On Postgres only the worker holding the `notifier` lease runs its notifiers (two bots polling
+    one token conflict); the lease lasts worker_timeout and is renewed every third of it, so when
+    that worker dies another with a notifier configured takes over within worker_timeout and sends
+    what is left in the outbox — gates and events of specs on every worker. Sending is
+    at-least-once: a crash between sending and marking a row sent may send it twice."""
+
+    LEASE = "notifier"
+
+    def __init__(self, store: AsyncStore, config: Config, notifiers: list):
+        self.store = store
+        self.config = config
+        self.notifiers = notifiers
+        self._kick = asyncio.Event()
+        self.leading = False
+
+    def wake(self) -> None:
+        self._kick.set()
+
+    async def run_forever(self) -> None:
+        if not self.notifiers:
+            return
+        while True:
+            wait = COURIER_SWEEP_S
+            try:
+                await self._lead()
+                if self.leading and not await self.deliver():
+                    wait = COURIER_RETRY_S
+            except Exception as error:  # the database or a notifier away for a moment: try again later
+                log.warning("sending notifications failed: %s", error)
+            await _wait_or(self._kick, min(wait, self._renew_every()))
+
+    def _renew_every(self) -> float:
+        return max(1.0, self.config.worker_timeout / 3)
+
+    async def _lead(self) -> None:
+        """Take or renew the lease; start the notifiers when it is won, stop them when it is lost."""
+        now = time.time()
+        holds = await self.store.run(worker_rows.leased(self.LEASE, self.config.executor_id, iso_utc(now),
+                                                        iso_utc(now + self.config.worker_timeout)))
+        if holds and not self.leading:
+            self.leading = True
+            await self.store.run(outbox.skipped_before(iso_utc(now - OUTBOX_MAX_AGE_S)))
+            for notifier in self.notifiers:
+                notifier.start()
+            log.info("notifiers on: this worker sends the notifications")
+        elif not holds and self.leading:
+            await self._stop_notifiers()
+            log.warning("the notifier lease went to another worker; this worker's notifiers are off")
+
+    async def deliver(self) -> bool:
+        """Send every unsent row; False when a notifier was not ready (the rows wait for it)."""
+        if not all(getattr(n, "is_ready", lambda: True)() for n in self.notifiers):
+            return False
+        while rows := await self.store.run(outbox.unsent()):
+            for row in rows:
+                refs = await self._send(row)
+                await self.store.run(outbox.sent(row["key"], ", ".join(refs) or "nothing to send"))
+        return True
+
+    async def _send(self, row: dict) -> list[str]:
+        refs: list[str] = []
+        if row["gate_id"] is not None:
+            gate = await self.store.run(gate_rows.row(row["gate_id"]))
+            if gate is None:
+                return refs
+            gate["on_timeout"] = self.config.approvals.on_timeout
+            for notifier in self.notifiers:
+                if row["kind"] == "answered":
+                    await notifier.mark_answered(gate)
+                else:
+                    refs += [f"{notifier.name}:{ref}" for ref in await notifier.send_gate(gate, row["kind"])]
+            return refs
+        specs, _ = await self.store.run(spec_rows.listed(spec_id=row["spec_id"]))
+        if not specs:
+            return refs
+        event = dict(specs[0], kind=row["kind"], spec_id=row["spec_id"])
+        for notifier in self.notifiers:
+            refs += [f"{notifier.name}:{ref}" for ref in await notifier.send_event(event)]
+        return refs
+
+    async def _stop_notifiers(self) -> None:
+        self.leading = False
+        for notifier in self.notifiers:
+            await notifier.stop()
+
+    async def stop(self) -> None:
+        if self.leading:
+            await self._stop_notifiers()
+            await self.store.run(worker_rows.released(self.LEASE, self.config.executor_id))

@@ -26,7 +26,7 @@ from dbos import error as dbos_error
 from iwo_lite import store
 from iwo_lite.config import Config
 from iwo_lite.home import Home
-from iwo_lite.store.checkpoints import APP_NAME, QUEUE_NAME, REPLAY_VERSION, WORKFLOW_NAME
+from iwo_lite.store.checkpoints import APP_NAME, QUEUE_NAME, REPLAY_VERSION
 
 WorkflowCancelled = dbos_error.DBOSWorkflowCancelledError
 StepRetriesExceeded = dbos_error.DBOSMaxStepRetriesExceeded
@@ -112,32 +112,31 @@ async def recv(topic: str, timeout_s: float) -> Any:
     return await DBOS.recv_async(topic=topic, timeout_seconds=timeout_s)
 
 
+async def sleep(seconds: float) -> None:
+    """A durable sleep: its wake-up time is recorded, so a restart sleeps only the rest."""
+    await DBOS.sleep_async(seconds)
+
+
 async def send(workflow: str, message: Any, topic: str, idempotency_key: str) -> None:
     await DBOS.send_async(workflow, message, topic=topic, idempotency_key=idempotency_key)
 
 
-def enqueue_options(spec_id: str) -> dict:
-    """The spec's workflow, under the spec's own id: the same id again attaches, never re-runs."""
-    return {
-        "workflow_name": WORKFLOW_NAME,
-        "queue_name": QUEUE_NAME,
-        "workflow_id": spec_id,
-        "app_version": REPLAY_VERSION,
-        "application_name": APP_NAME,
-    }
+async def start_workflow(workflow, spec: dict) -> None:
+    """Start a spec's workflow in this daemon, under the spec's id (the same id again attaches)."""
+    with SetWorkflowID(spec["id"]):
+        await DBOS.start_workflow_async(workflow, spec)
 
 
-async def enqueue_in_daemon(spec: dict) -> str:
-    """Queue a spec from inside the launched daemon (the inbox)."""
-    handle = await DBOS.enqueue_workflow_with_options_async(enqueue_options(spec["id"]), spec)
-    return handle.get_workflow_id()
+async def cancel(spec_id: str) -> None:
+    await DBOS.cancel_workflow_async(spec_id)
 
 
 # -- the shell -----------------------------------------------------------------------------
 
 
 class Client:
-    """DBOSClient for the shell commands (daemon running or not): enqueue, cancel, resume, fork."""
+    """DBOSClient for the shell commands (daemon running or not): cancel, resume, fork. (A resumed
+    or forked spec goes through DBOS's queue, which the daemon serves; submit needs no DBOS.)"""
 
     def __init__(self, config: Config):
         self._client = DBOSClient(system_database_url=config.database_url, serializer=SERIALIZER,
@@ -148,9 +147,6 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self._client.destroy()
-
-    def enqueue(self, spec: dict) -> str:
-        return self._client.enqueue(enqueue_options(spec["id"]), spec).get_workflow_id()
 
     def cancel(self, spec_id: str) -> None:
         self._client.cancel_workflow(spec_id)

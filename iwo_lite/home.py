@@ -1,7 +1,7 @@
 """The home directory: where every file lives inside it, and writing files there safely.
 
 Owns the layout (`iwo.sqlite`, `daemon.lock`, `inbox/`, `specs/<id>/spec.md`,
-`specs/<id>/handoffs/NN-<role>.md`, `runs/`), creating it (folders 0700), the one way files
+`specs/<id>/handoffs/NN-<role>.md`, `runs/`, `worktrees/<id>`), creating it (folders 0700), the one way files
 are written into it (atomically, never rewriting one that exists), and the probe that tells
 whether a daemon holds the home's lock. Standard library only.
 """
@@ -50,6 +50,13 @@ class Home:
 
     def handoff_path(self, spec_id: str, step: int, role: str) -> Path:
         return self.handoff_dir(spec_id) / f"{handoff_name(step, role)}.md"
+
+    @property
+    def worktrees(self) -> Path:
+        return self.root / "worktrees"
+
+    def worktree(self, spec_id: str) -> Path:
+        return self.worktrees / spec_id
 
     def run_dir(self, spec_id: str, step: int, role: str, attempt: int) -> Path:
         return self.runs / spec_id / f"{step:02d}-{role}" / f"attempt-{attempt}"

@@ -1,10 +1,12 @@
 """Spec intake: read and check a spec file, choose its id, queue it (daemon running or not).
 
-Owns: what a valid spec file is (UTF-8 text, not empty, at most MAX_SPEC_BYTES), the spec id
-(`--id`, else `<file-stem>-<8 hex of the content's sha256>`, so the same file twice is the
-same spec), and queueing from the shell: a `queued` row in iwo_specs plus a DBOS workflow
-enqueued under the spec's id. Enqueueing an id that exists attaches to it: nothing new runs.
-The inbox and the daemon queue through the daemon (daemon.submit_in_daemon).
+Owns: what a valid spec file is (UTF-8 text, not empty, at most MAX_SPEC_BYTES; the rule itself
+is text.validate_spec_text, shared with Telegram), the spec id (`--id`, else
+`<file-stem>-<8 hex of the content's sha256>`, so the same file twice is the same spec; a spec
+sent as a message: `<slug of its first line>-<8 hex of its sha256>`, text_spec_id), and
+queueing from the shell: a `queued` row in iwo_specs plus a DBOS workflow enqueued under the
+spec's id. Enqueueing an id that exists attaches to it: nothing new runs. The inbox and the
+daemon queue through the daemon (daemon.submit_in_daemon).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +23,8 @@ from iwo_lite.errors import UserError
 from iwo_lite.home import Home
 from iwo_lite.store import Store
 from iwo_lite.store import specs as spec_rows
+from iwo_lite.text import MAX_SPEC_BYTES, validate_spec_text
 
-MAX_SPEC_BYTES = 1024 * 1024
 SPEC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -50,17 +53,7 @@ def read_spec_file(path: Path) -> str:
         raise UserError(f"{path}: no such file")
     except OSError as error:
         raise UserError(f"{path}: cannot read: {error.strerror}")
-    if len(data) > MAX_SPEC_BYTES:
-        raise UserError(f"{path}: spec is over the limit of {MAX_SPEC_BYTES} bytes")
-    if b"\x00" in data:
-        raise UserError(f"{path}: looks binary (contains NUL bytes); a spec is a text file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text (bad byte at offset {error.start})")
-    if not text.strip():
-        raise UserError(f"{path}: spec file is empty")
-    return text
+    return validate_spec_text(data, str(path))
 
 
 def spec_title(text: str) -> str:
@@ -74,6 +67,23 @@ def spec_title(text: str) -> str:
 def derive_id(path: Path, text: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._")[:40] or "spec"
     return f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+TEXT_SLUG_CHARS = 40
+
+
+def text_spec_id(text: str) -> str:
+    """The id of a spec sent as text (not a file): `<slug of its first line>-<8 hex of its sha256>`.
+
+    The slug is the first non-blank line in lower-case ASCII (accents dropped: "Café" -> "cafe"),
+    every other run of characters one "-", at most TEXT_SLUG_CHARS; "spec" when nothing is left
+    (a line of emoji or punctuation, a script with no ASCII letters). The same text twice is the
+    same id, so it starts nothing new.
+    """
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    ascii_only = unicodedata.normalize("NFKD", first).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_only.lower()).strip("-")[:TEXT_SLUG_CHARS].rstrip("-") or "spec"
+    return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def check_id(spec_id: str) -> str:
@@ -90,15 +100,33 @@ def load_spec(path: Path, spec_id: str | None) -> Spec:
     return Spec(id=chosen, title=spec_title(text), text=text, source=str(path.resolve()))
 
 
-def submit(config: Config, spec: Spec) -> bool:
-    """Queue `spec`; False when a spec with that id already existed (nothing new starts)."""
-    from iwo_lite import durable
+def spec_from_text(text: str | bytes, filename: str | None, source: str | None) -> Spec:
+    """A spec sent as a message (no file name) or a document: checked like a file, its id from the
+    file rule (a document) or the message rule (text_spec_id)."""
+    checked = validate_spec_text(text, filename or "the spec text")
+    spec_id = derive_id(Path(filename), checked) if filename else text_spec_id(checked)
+    return Spec(id=spec_id, title=spec_title(checked), text=checked, source=source)
 
-    durable.prepare_database(config)
-    with Store.open(config.database_url) as store:
-        created = store.run(spec_rows.queued(spec.id, spec.title, spec.source))
+
+def submit(config: Config, spec: Spec) -> bool:
+    """Queue `spec` from the shell; False when a spec with that id already existed (nothing new starts).
+
+    No DBOS here (a submit is one small write): the row holds the spec's text and the workdir's git
+    HEAD; the running daemon is poked (SIGUSR1; on Postgres NOTIFY iwo_specs reaches every worker)
+    and starts the spec's workflow at once. With no daemon running it waits in the queue.
+    """
+    from iwo_lite import store as storage
+    from iwo_lite import workspace
+    from iwo_lite.gates import poke_daemon
+
+    home = Home(config.home)
+    home.create()
+    storage.prepare(config.database_url)
+    base = workspace.describe_repo(str(config.workdir))
+    with Store.open(config.database_url) as db:
+        created = db.run(spec_rows.queued(spec.id, spec.title, spec.source, spec.text, base["head"], base["branch"]))
+        db.run(spec_rows.announce_queued())
     if created:
-        Home(config.home).save_spec(spec.id, spec.text)
-    with durable.Client(config) as client:
-        client.enqueue(spec.workflow_input())
+        home.save_spec(spec.id, spec.text)
+    poke_daemon(home.lock)
     return created

@@ -1,24 +1,35 @@
 """The six-role loop as one DBOS workflow per spec: deterministic glue, all I/O in steps.
 
-The workflow body only decides (with roles.after_verdict / after_answer) and calls steps:
-`admit` (save the spec, snapshot the settings a spec fixes when it starts), `dispatch` (one
-role's turn: prompt, detached agent run, handoff file), the human gate (`open_gate`: deadline
-computed once; `notify_gate`: question or reminder to the notifiers; `settle_gate`: the
-answer from iwo_gates, or the timeout policy at the deadline; `announce_gate`: edit the
-messages) and `finish`. Every value the body branches on comes from a step's recorded output
-(typed in store/checkpoints.py), so a replay after kill -9 takes the same path and re-runs
-nothing that finished. Steps are idempotent, so DBOS may retry them.
+The workflow body only decides (roles.after_verdict / after_answer) and calls steps, per spec:
 
-The daemon installs a Runtime (config, home, store, dispatcher, notifiers) before launching DBOS.
+    admit                        save the spec, fix its settings (config.ADMISSION, the workspace)
+    per dispatch NN:
+      prepare                    the budget check, the spec's worktree (made or repaired), its start commit
+      dispatch                   one role's turn: prompt, detached agent run(s), handoff file
+      [pause, DBOS sleep]        an overload or usage limit: wait durably, then continue the dispatch
+      commit                     worktree mode: what the agent left uncommitted, one commit on iwo/<id>
+    gates                        open_gate (deadline computed once), notify_gate (outbox), settle_gate
+                                 (the answer, or the timeout policy at the deadline), announce_gate
+    end                          finish_workspace (keep / merge / done command), finish (state, outbox)
+
+Every value the body branches on comes from a step's recorded output (typed in
+store/checkpoints.py), so a replay after kill -9 takes the same path and re-runs nothing that
+finished. Steps are idempotent (DBOS may run one again after a crash): rows are upserts, files
+are written once, git operations find what an earlier run of theirs did, outbox events have keys.
+
+The daemon installs a Runtime (config, home, store, dispatcher) before launching DBOS.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from iwo_lite import durable, roles
+from iwo_lite import budget, durable, roles, workspace
 from iwo_lite.agents.answer import AgentAnswer
 from iwo_lite.config import Config
 from iwo_lite.handoff import render_handoff
@@ -26,12 +37,16 @@ from iwo_lite.home import Home, handoff_name, read_text, write_once
 from iwo_lite.runs.dispatcher import DispatchRequest, Dispatcher
 from iwo_lite.store import AsyncStore
 from iwo_lite.store import gates as gate_rows
+from iwo_lite.store import outbox
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.store.checkpoints import WORKFLOW_NAME, GateOpened, Outcome, Settings, Settled, SpecInput
 from iwo_lite.times import iso_utc, parse_utc
 
+log = logging.getLogger("iwo_lite")
 HANDOFF_READ_LIMIT = 200_000  # characters of one handoff file read back into later prompts
+# What a dispatch's error class means for the loop: the gate it opens.
+GATE_FOR_ERROR = {"denied": roles.GATE_PERMISSION_DENIED, "budget": roles.GATE_BUDGET}
 
 
 @dataclass
@@ -40,7 +55,7 @@ class Runtime:
     home: Home
     store: AsyncStore
     dispatcher: Dispatcher
-    notifiers: list = field(default_factory=list)
+    wake_notifiers: object = None  # called after an outbox row is added (the daemon delivers it)
 
 
 _runtime: Runtime | None = None
@@ -57,25 +72,88 @@ def rt() -> Runtime:
     return _runtime
 
 
+async def _announce(key: str, kind: str, spec_id: str, gate_id: str | None = None) -> None:
+    """Add an event to the outbox (once per key) and wake the notifiers."""
+    runtime = rt()
+    if await runtime.store.run(outbox.added(key, kind, spec_id, gate_id)) and runtime.wake_notifiers:
+        runtime.wake_notifiers()
+
+
 # -- steps ---------------------------------------------------------------------------------
 
 
 @durable.step(name="admit", **durable.STEP_RETRIES)
 async def admit(spec: SpecInput) -> Settings:
-    """Save spec.md (once), mark the spec running, and snapshot the settings it keeps to its end."""
+    """Save spec.md (once), record the spec, and fix the settings it keeps to its end."""
     runtime = rt()
+    config = runtime.config
     runtime.home.save_spec(spec["id"], spec["text"])
-    await runtime.store.run(spec_rows.admitted(spec["id"], spec["title"], spec.get("source"), spec.get("parent_id")))
-    return runtime.config.admission_settings()  # type: ignore[return-value]
+    cap = config.budget.per_spec_usd or None
+    await runtime.store.run(spec_rows.admitted(spec["id"], spec["title"], spec.get("source"), spec.get("parent_id"),
+                                               cap))
+    row = await runtime.store.run(spec_rows.base(spec["id"])) or {}
+    settings = dict(config.admission_settings(), priority=time.time(), **_workspace_settings(config, spec, row))
+    if settings["workspace"] == "worktree":
+        await runtime.store.run(spec_rows.on_branch(spec["id"], workspace.spec_branch(spec["id"]), None))
+    return settings  # type: ignore[return-value]
+
+
+def _workspace_settings(config: Config, spec: SpecInput, row: dict) -> dict:
+    """The spec's workspace: "shared" (the workdir) or "worktree" (branch iwo/<id> from its base)."""
+    shared = {"workspace": "shared", "repo": None, "prefix": "", "base": None, "base_branch": None}
+    if config.workspace == "shared":
+        return shared
+    repo = workspace.describe_repo(str(config.workdir))
+    if not repo["repository"] or not repo["head"]:
+        if config.workspace == "worktree":
+            raise workspace.WorkspaceError(f"workspace = \"worktree\", but workdir {config.workdir} is not a git "
+                                           "repository with a commit")
+        return shared
+    # a fork starts from its parent's commit (set by `fork`); a spec from the HEAD recorded at submit
+    base = row.get("base_commit") or repo["head"]
+    return {"workspace": "worktree", "repo": repo["toplevel"], "prefix": repo["prefix"], "base": base,
+            "base_branch": row.get("base_branch") or repo["branch"]}
+
+
+@durable.step(name="prepare", **durable.STEP_RETRIES)
+async def prepare(spec_id: str, step: int, role: str, settings: Settings, head: str | None) -> dict:
+    """Before a dispatch: the budget check, and (worktree mode) the spec's worktree made or repaired
+    on its branch at `head` (the commit after the previous dispatch). {"step", "cwd", "start",
+    "budget": budget.check's answer}."""
+    runtime = rt()
+    await runtime.store.run(spec_rows.at_step(spec_id, step, role))
+    checked = await runtime.store.run(budget.check(runtime.config, spec_id, time.time()))
+    cwd, start = str(runtime.config.workdir), None
+    if settings["workspace"] == "worktree":
+        branch = workspace.spec_branch(spec_id)  # a fork's own branch, though its settings are its parent's
+        made = await _in_thread(workspace.ensure_worktree, settings["repo"], str(runtime.home.worktree(spec_id)),
+                                branch, settings["base"], head=head)
+        cwd, start = os.path.join(made["path"], settings["prefix"]), made["head"]
+        await runtime.store.run(spec_rows.on_branch(spec_id, branch, start))
+    return {"step": step, "cwd": cwd, "start": start, "budget": checked}
+
+
+async def _in_thread(function, *args, **kwargs):
+    return await asyncio.to_thread(function, *args, **kwargs)
+
+
+@durable.step(name="budget_approved", **durable.STEP_RETRIES)
+async def budget_approved(spec_id: str, over: str) -> None:
+    runtime = rt()
+    await runtime.store.run(budget.approved(runtime.config, spec_id, over, time.time()))
 
 
 @durable.step(name="dispatch", **durable.STEP_RETRIES)
-async def dispatch(spec: SpecInput, step: int, role: str, history: list[Outcome], answers: list[dict]) -> Outcome:
-    """One role's turn: build the prompt, run the agent (detached, re-attachable), write the handoff."""
+async def dispatch(spec: SpecInput, step: int, role: str, history: list[Outcome], answers: list[dict],
+                   prepared: dict, carry: dict | None) -> Outcome:
+    """One role's turn: build the prompt, run the agent (detached, re-attachable), write the handoff.
+    A pause (overload, usage limit) returns before the handoff, with where to continue (`carry`)."""
     runtime = rt()
     spec_id = spec["id"]
     await runtime.store.run(spec_rows.at_step(spec_id, step, role))
     await runtime.store.run(run_rows.step_started(spec_id, step, role))
+    if prepared["start"]:
+        await runtime.store.run(run_rows.step_commits(spec_id, step, prepared["start"], None))
     role_config = runtime.config.roles[role]
     brief = read_text(role_config.prompt_file) if role_config.prompt_file else None
     handoff_dir = runtime.home.handoff_dir(spec_id)
@@ -85,32 +163,102 @@ async def dispatch(spec: SpecInput, step: int, role: str, history: list[Outcome]
         handoffs=[dict(entry, text=texts[entry["step"]]) for entry in history],
         answers=answers,
     )
-    result = await runtime.dispatcher.run(
-        DispatchRequest(spec_id=spec_id, workflow_id=spec["workflow_id"], step=step, role=role,
-                        prompt=prompt, handoff_dir=handoff_dir, cwd=runtime.config.workdir)
-    )
+    result = await runtime.dispatcher.run(DispatchRequest(
+        spec_id=spec_id, workflow_id=spec["workflow_id"], step=step, role=role, prompt=prompt,
+        handoff_dir=handoff_dir, cwd=Path(prepared["cwd"]), carry=carry,
+        budget_left_usd=prepared["budget"]["left_usd"], priority=spec.get("priority") or 0.0))
     answer: AgentAnswer = result.answer
+    base = {"name": handoff_name(step, role), "step": step, "role": role, "attempts": result.attempts,
+            "error_class": answer.error_class, "denials": list(answer.denials), "pause": result.pause,
+            "carry": result.carry}
+    if result.pause:
+        return dict(base, verdict=None, summary="", question="", error=answer.error, handoff="")  # type: ignore
     error = "; ".join(result.errors) if answer.error else None
+    if answer.error_class in GATE_FOR_ERROR:  # the cause is the answer itself: say it first
+        error = answer.error
     handoff_path = runtime.home.handoff_path(spec_id, step, role)
     shown = answer if error is None else AgentAnswer(**{**answer.to_json(), "error": error})
     handoff_text = render_handoff(spec_id=spec_id, step=step, role=role, answer=shown, attempts=result.attempts)
-    if not write_once(handoff_path, handoff_text):  # a re-run step: the file written first is the handoff
-        handoff_text = read_text(handoff_path)
+    stored = (await runtime.store.run(run_rows.handoff_texts(spec_id))).get(step)
+    if stored is not None:  # a re-run step: the first handoff written is the handoff
+        handoff_text = stored
+    _write_handoff(handoff_path, handoff_text)
     await runtime.store.run(run_rows.step_finished(
         spec_id, step, verdict=answer.verdict, summary=answer.summary, question=answer.question,
         handoff=str(handoff_path), handoff_text=handoff_text, error=error))
-    return {
-        "name": handoff_name(step, role), "step": step, "role": role, "verdict": answer.verdict,
-        "summary": answer.summary, "question": answer.question, "error": error,
-        "handoff": str(handoff_path), "attempts": result.attempts,
-    }
+    return dict(base, verdict=answer.verdict, summary=answer.summary, question=answer.question, error=error,
+                handoff=str(handoff_path))  # type: ignore[return-value]
+
+
+def _write_handoff(path: Path, text: str) -> None:
+    """The handoff file is ours: an agent's file of that name in $IWO_HANDOFF_DIR is replaced."""
+    if path.exists() and read_text(path) != text:
+        path.unlink()
+    write_once(path, text)
+
+
+@durable.step(name="pause", **durable.STEP_RETRIES)
+async def pause(spec_id: str, step: int, number: int, until: float, reason: str) -> None:
+    """Record the pause (status shows paused_until / pause_reason) and announce it once."""
+    runtime = rt()
+    await runtime.store.run(spec_rows.paused(spec_id, iso_utc(until), reason))
+    await _announce(f"spec:{spec_id}:paused:{step:02d}:{number}", "paused", spec_id)
+
+
+@durable.step(name="commit", **durable.STEP_RETRIES)
+async def commit(spec_id: str, step: int, role: str, summary: str, settings: Settings, start: str | None) -> dict:
+    """Worktree mode: commit what the dispatch left uncommitted (`NN-role: summary`), push it when
+    git.remote is set. {"commit": sha or None, "head": the branch tip}."""
+    runtime = rt()
+    git = runtime.config.git
+    path = str(runtime.home.worktree(spec_id))
+    made = await _in_thread(workspace.commit_dispatch, path, workspace.dispatch_message(step, role, summary),
+                            git.author, workspace.dispatch_tag(spec_id, step), since=start,
+                            branch=workspace.spec_branch(spec_id))
+    await runtime.store.run(run_rows.step_commits(spec_id, step, None, made["commit"]))
+    await runtime.store.run(spec_rows.on_branch(spec_id, None, made["head"]))
+    if git.remote:
+        branch = workspace.spec_branch(spec_id)
+        pushed = await _in_thread(workspace.push_branch, settings["repo"], git.remote, branch)
+        if not pushed["ok"]:
+            log.warning("%s: pushing %s to %s failed: %s", spec_id, branch, git.remote, pushed.get("detail"))
+    return {"commit": made["commit"], "head": made["head"]}
+
+
+@durable.step(name="finish_workspace", **durable.STEP_RETRIES)
+async def finish_workspace(spec_id: str, state: str, settings: Settings, title: str) -> dict:
+    """The end of a worktree spec: git.on_done (keep / merge / command) when it is done; the
+    worktree removed once nothing more is to be done there. {"ok", "question"}."""
+    runtime = rt()
+    git = runtime.config.git
+    repo, branch = settings["repo"], workspace.spec_branch(spec_id)
+    result = {"ok": True, "question": ""}
+    if state == "done" and git.on_done == "merge":
+        merged = await _in_thread(workspace.merge_branch, repo, branch, settings["base_branch"],
+                                  f"Merge {branch}: {title}", git.author)
+        if not merged["ok"]:
+            files = ", ".join(merged["files"][:10])
+            result = {"ok": False, "question": (
+                f"Merging {branch} into {settings['base_branch']} in {repo} failed: {merged['reason']}"
+                + (f" ({files})" if files else "") + f". {merged['detail']} Fix it (the workdir must be clean and on "
+                f"{settings['base_branch']}), then approve to merge again; reject leaves the branch unmerged.")}
+    elif state == "done" and git.on_done == "command" and git.done_command:
+        ran = await _in_thread(workspace.run_done_command, git.done_command, str(runtime.config.workdir), branch,
+                               spec_id, title)
+        if not ran["ok"]:
+            result = {"ok": False, "question": (
+                f"git.done_command failed (exit {ran['exit_code']}{', timed out' if ran['timed_out'] else ''}): "
+                f"{ran['output'][-500:]} Approve to run it again, reject to leave it.")}
+    if result["ok"]:
+        await _in_thread(workspace.remove_worktree, repo, str(runtime.home.worktree(spec_id)))
+    return result
 
 
 @durable.step(name="open_gate", **durable.STEP_RETRIES)
-async def open_gate(spec_id: str, step: int, role: str, reason: str, question: str, timeout_s: float) -> GateOpened:
+async def open_gate(gate_id: str, spec_id: str, step: int, role: str, reason: str, question: str,
+                    timeout_s: float) -> GateOpened:
     """Record the gate and its deadline (computed once: a re-run keeps the first deadline)."""
     runtime = rt()
-    gate_id = gate_rows.gate_id_for(spec_id, step)
     now = time.time()
     row = await runtime.store.run(gate_rows.opened(gate_id, spec_id, step, role, reason, question,
                                                    iso_utc(now), iso_utc(now + timeout_s)))
@@ -119,16 +267,10 @@ async def open_gate(spec_id: str, step: int, role: str, reason: str, question: s
 
 
 @durable.step(name="notify_gate", **durable.STEP_RETRIES)
-async def notify_gate(gate_id: str, kind: str, on_timeout: str) -> list:
-    """Send the question (kind "question") or a reminder to every notifier; the message refs sent."""
-    runtime = rt()
-    if not runtime.notifiers:
-        return []
-    gate = dict(await runtime.store.run(gate_rows.row(gate_id)), on_timeout=on_timeout)
-    sent: list[str] = []
-    for notifier in runtime.notifiers:
-        sent += [f"{notifier.name}:{ref}" for ref in await notifier.send_gate(gate, kind)]
-    return sent
+async def notify_gate(gate_id: str, kind: str, number: int) -> None:
+    """The question (kind "question") or the n-th reminder, to the notifiers (through the outbox)."""
+    key = f"gate:{gate_id}:question" if kind == "question" else f"gate:{gate_id}:reminder:{number}"
+    await _announce(key, kind, gate_rows.spec_of(gate_id), gate_id)
 
 
 @durable.step(name="settle_gate", **durable.STEP_RETRIES)
@@ -147,19 +289,15 @@ async def settle_gate(gate_id: str, on_timeout: str) -> Settled:
 
 
 @durable.step(name="announce_gate", **durable.STEP_RETRIES)
-async def announce_gate(gate_id: str, on_timeout: str) -> None:
-    """Edit the gate's messages to say how it was answered."""
-    runtime = rt()
-    if not runtime.notifiers:
-        return
-    gate = dict(await runtime.store.run(gate_rows.row(gate_id)), on_timeout=on_timeout)
-    for notifier in runtime.notifiers:
-        await notifier.mark_answered(gate)
+async def announce_gate(gate_id: str) -> None:
+    """The gate's messages say how it was answered (through the outbox)."""
+    await _announce(f"gate:{gate_id}:answered", "answered", gate_rows.spec_of(gate_id), gate_id)
 
 
 @durable.step(name="finish", **durable.STEP_RETRIES)
 async def finish(spec_id: str, state: str, error: str | None) -> None:
     await rt().store.run(spec_rows.finished(spec_id, state, error))
+    await _announce(f"spec:{spec_id}:{state}", state, spec_id)
 
 
 # -- the workflow --------------------------------------------------------------------------
@@ -171,7 +309,11 @@ async def spec_workflow(spec: SpecInput) -> dict:
     # A fork runs the same input under a new workflow id: the workflow id is the spec id.
     spec = dict(spec, id=durable.workflow_id(), workflow_id=durable.workflow_id())  # type: ignore[assignment]
     try:
-        state = await _run_loop(spec)
+        settings = await admit(spec)
+        spec["priority"] = settings["priority"]
+        state = await _run_loop(spec, settings)
+        if settings["workspace"] == "worktree":
+            state = await _end_workspace(spec, state, settings)
     except durable.WorkflowCancelled:
         raise
     except Exception as error:  # a bug or a broken home: record it; `resume` retries from here
@@ -181,19 +323,38 @@ async def spec_workflow(spec: SpecInput) -> dict:
     return {"state": state}
 
 
-async def _run_loop(spec: SpecInput) -> str:
-    settings = await admit(spec)
+async def _run_loop(spec: SpecInput, settings: Settings) -> str:
     history: list[Outcome] = []
     answers: list[dict] = []
     reworks = 0
     role: str | None = roles.ROLES[0]
     step = 0
+    head = settings["base"]
     while role is not None:
         step += 1
-        outcome = await dispatch(spec, step, role, history, answers)
+        prepared = await prepare(spec["id"], step, role, settings, head)
+        budget_gates = 0
+        while prepared["budget"]["over"]:
+            budget_gates += 1
+            over = prepared["budget"]["over"]
+            gate_id = gate_rows.gate_id_for(spec["id"], step, f"budget{budget_gates}")
+            answer = await _gate(gate_id, spec["id"], step, role, roles.GATE_BUDGET, prepared["budget"]["question"],
+                                 settings)
+            if answer["answer"] == "reject":
+                return "rejected"
+            await budget_approved(spec["id"], over)
+            if answer["answer"] == "revise":
+                answers.append({"gate": gate_id, "role": role, "answer": "revise", "note": answer["note"]})
+                role = "builder"
+            prepared = await prepare(spec["id"], step, role, settings, head)
+        outcome = await _dispatch_through_pauses(spec, step, role, history, answers, prepared)
+        if settings["workspace"] == "worktree":
+            head = (await commit(spec["id"], step, role, outcome["summary"] or outcome["error"] or "",
+                                 settings, prepared["start"]))["head"]
         history.append(outcome)
         if outcome["error"]:
-            nxt = roles.Next("gate", gate_reason=roles.GATE_AGENT_FAILED)
+            reason = GATE_FOR_ERROR.get(outcome["error_class"], roles.GATE_AGENT_FAILED)
+            nxt = roles.Next("gate", gate_reason=reason)
         else:
             nxt = roles.after_verdict(role, outcome["verdict"], reworks, settings["max_rework"])
             reworks += int(nxt.is_rework)
@@ -202,10 +363,12 @@ async def _run_loop(spec: SpecInput) -> str:
             continue
         if nxt.kind == "done":
             return "done"
-        answer = await _gate(spec["id"], outcome, nxt.gate_reason, reworks, settings)
+        question = roles.gate_question(outcome, nxt.gate_reason, reworks, settings["max_rework"])
+        gate_id = gate_rows.gate_id_for(spec["id"], step)
+        answer = await _gate(gate_id, spec["id"], step, role, nxt.gate_reason, question, settings)
         if answer["answer"] == "reject":
             return "rejected"
-        answers.append({"gate": answer["gate"], "role": role, "answer": answer["answer"], "note": answer["note"]})
+        answers.append({"gate": gate_id, "role": role, "answer": answer["answer"], "note": answer["note"]})
         after = roles.after_answer(role, nxt.gate_reason, answer["answer"])
         if after.kind == "done":
             return "done"
@@ -213,22 +376,52 @@ async def _run_loop(spec: SpecInput) -> str:
     return "done"
 
 
-async def _gate(spec_id: str, outcome: Outcome, reason: str, reworks: int, settings: Settings) -> dict:
+async def _dispatch_through_pauses(spec: SpecInput, step: int, role: str, history: list[Outcome],
+                                   answers: list[dict], prepared: dict) -> Outcome:
+    """Dispatch; while it pauses (an overload, a rate or usage limit), sleep durably and continue it."""
+    outcome = await dispatch(spec, step, role, history, answers, prepared, None)
+    pauses = 0
+    while outcome["pause"]:
+        pauses += 1
+        until = outcome["pause"]["until"]
+        await pause(spec["id"], step, pauses, until, outcome["pause"]["reason"])
+        await durable.sleep(max(0.0, until - time.time()))  # the wake-up time is recorded: kill -9 keeps it
+        outcome = await dispatch(spec, step, role, history, answers, prepared, outcome["carry"])
+    return outcome
+
+
+async def _end_workspace(spec: SpecInput, state: str, settings: Settings) -> str:
+    """keep / merge / command; a failed merge or command asks the human (approve tries again)."""
+    tries = 0
+    while True:
+        ended = await finish_workspace(spec["id"], state, settings, spec["title"])
+        if ended["ok"]:
+            return state
+        tries += 1
+        gate_id = gate_rows.gate_id_for(spec["id"], 0, f"merge{tries}")
+        answer = await _gate(gate_id, spec["id"], 0, "docs", roles.GATE_MERGE, ended["question"], settings)
+        if answer["answer"] == "reject":
+            return "rejected"
+
+
+async def _gate(gate_id: str, spec_id: str, step: int, role: str, reason: str, question: str,
+                settings: Settings) -> dict:
     """Open a gate and wait for its answer: recv with a durable deadline, reminders between."""
-    question = roles.gate_question(outcome, reason, reworks, settings["max_rework"])
     on_timeout = settings["on_timeout"]
-    gate = await open_gate(spec_id, outcome["step"], outcome["role"], reason, question, settings["gate_timeout"])
-    await notify_gate(gate["gate"], "question", on_timeout)
+    gate = await open_gate(gate_id, spec_id, step, role, reason, question, settings["gate_timeout"])
+    await notify_gate(gate["gate"], "question", 0)
     remind_every = settings["remind_every"]
     next_remind = gate["opened"] + remind_every if remind_every else None
+    reminders = 0
     while True:
         settled = await settle_gate(gate["gate"], on_timeout)
         if settled["answer"] is not None:
-            await announce_gate(gate["gate"], on_timeout)
+            await announce_gate(gate["gate"])
             return dict(settled, gate=gate["gate"])
         now = settled["now"]
         if next_remind is not None and now >= next_remind:
-            await notify_gate(gate["gate"], "reminder", on_timeout)
+            reminders += 1
+            await notify_gate(gate["gate"], "reminder", reminders)
             while next_remind <= now:
                 next_remind += remind_every
         wake_at = gate["deadline"] if next_remind is None else min(gate["deadline"], next_remind)
@@ -255,9 +448,9 @@ async def _earlier_handoffs(runtime: Runtime, spec: SpecInput, history: list[Out
     for entry in history:
         local = runtime.home.handoff_path(spec["id"], entry["step"], entry["role"])
         text = stored.get(entry["step"])
-        if text is not None and not local.exists():
-            write_once(local, text)
-        if text is None:  # written before the database kept handoffs (an older build)
+        if text is not None:
+            _write_handoff(local, text)
+        else:  # written before the database kept handoffs (an older build)
             text = read_text(Path(entry["handoff"]))
         texts[entry["step"]] = _clip(text, HANDOFF_READ_LIMIT)
     return texts

@@ -8,13 +8,12 @@ Unknown ids and impossible operations are a UserError (exit 2) that changes noth
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from iwo_lite.config import Config
 from iwo_lite.errors import EXIT_OK, UserError
 from iwo_lite.roles import ROLES
-from iwo_lite.runs.journal import RunDir
-from iwo_lite.runs.launcher import kill_run
+from iwo_lite.home import Home
+from iwo_lite.runs.launcher import stop_runs
 from iwo_lite.store import Store, checkpoints
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
@@ -33,6 +32,7 @@ def _spec_state(config: Config, spec_id: str) -> str:
 
 def cancel(config: Config, args: argparse.Namespace) -> int:
     from iwo_lite import durable
+    from iwo_lite.daemon import remove_spec_worktree
 
     state = _spec_state(config, args.spec_id)
     if state in spec_rows.FINAL_STATES:
@@ -43,7 +43,8 @@ def cancel(config: Config, args: argparse.Namespace) -> int:
     with Store.open(config.database_url) as store:
         store.run(spec_rows.cancelled(args.spec_id))
         run_dirs = store.run(run_rows.unfinished_run_dirs(args.spec_id))
-    stopped = sum(kill_run(RunDir(Path(run_dir)), "cancelled") for run_dir in run_dirs)
+    stopped = stop_runs(run_dirs)
+    remove_spec_worktree(config, Home(config.home), args.spec_id)
     print(f"cancelled {args.spec_id}" + (f"; stopped {stopped} agent run(s)" if stopped else ""))
     return EXIT_OK
 
@@ -76,7 +77,7 @@ def fork(config: Config, args: argparse.Namespace) -> int:
         raise UserError(f"--from {args.from_role!r}: expected one of {', '.join(ROLES)}")
     _spec_state(config, args.spec_id)
     with Store.open(config.database_url) as store:
-        row = store.run(checkpoints.last_dispatch(args.spec_id, args.from_role))
+        row = store.run(checkpoints.fork_point(args.spec_id, args.from_role))
         if row is None:
             raise UserError(f"{args.spec_id}: the {args.from_role} has not run yet; nothing to fork from")
         new_id = store.run(spec_rows.forked(args.spec_id, args.from_role))

@@ -39,6 +39,9 @@ GATE_BLOCKER = "blocker"
 GATE_REWORK_LIMIT = "rework_limit"
 GATE_DEPLOY_FAILED = "deploy_failed"
 GATE_AGENT_FAILED = "agent_failed"
+GATE_PERMISSION_DENIED = "permission_denied"
+GATE_BUDGET = "budget"
+GATE_MERGE = "merge"
 
 ANSWERS = ("approve", "reject", "revise")
 
@@ -153,6 +156,12 @@ def gate_question(outcome: dict, reason: str, reworks: int, max_rework: int) -> 
     role = outcome["role"]
     if reason == GATE_BLOCKER:
         return outcome["question"]
+    if reason == GATE_PERMISSION_DENIED:
+        denied = ", ".join(f"{d.get('tool')}({d.get('input', '')})" for d in outcome.get("denials") or [])
+        return (f"The {role} was denied tools it tried to use: {denied or outcome['error']}. Its verdict was "
+                f"{outcome.get('verdict') or 'none'}: {outcome['summary'] or 'no summary'}. Approve to continue as "
+                f"if the {role} had passed, revise to send it to the builder, or reject "
+                f"(roles.{role}.permissions sets what it may do).")
     if reason == GATE_REWORK_LIMIT:
         return (f"The spec has gone back to the builder {reworks} times (loop.max_rework = {max_rework}). "
                 f"The {role} says: {outcome['summary'] or outcome['verdict']}. "

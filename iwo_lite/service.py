@@ -52,34 +52,52 @@ def daemon_command(config: Config, config_file: str | None = None, argv0: str | 
     return command + ["run"]
 
 
-def _systemd_word(word: str) -> str:
+def _systemd_word(word: str, *, exec_line: bool = True) -> str:
+    """One word of ExecStart= (or, exec_line=False, of Environment=): quoted when it must be.
+
+    Both lines split words at whitespace, unquote "..." with C escapes, and expand specifiers
+    (`%` is written `%%`); only ExecStart= expands `$VAR` (a literal `$` is `$$` there) —
+    in Environment= "the $ character has no special meaning" (systemd.exec(5)).
+    """
     word = word.replace("%", "%%")
-    if word and not any(c in word for c in ' \t"\'\\;$'):
+    if word and not any(c in word for c in ' \t\n"\'\\;$'):
         return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$") + '"'
+    inner = word.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + (inner.replace("$", "$$") if exec_line else inner) + '"'
+
+
+def _systemd_path(path: Path) -> str:
+    """A path for WorkingDirectory= or EnvironmentFile=: these take the rest of the line as it is
+    (no quotes, no escapes: a quoted path is "not absolute" and ignored), specifiers expanded."""
+    text = str(path)
+    if "\n" in text or text != text.strip() or text.endswith("\\"):
+        raise UserError(f"{text!r}: a systemd unit cannot name this path (a line break, a trailing "
+                        "backslash or surrounding blanks); use another directory")
+    return text.replace("%", "%%")
 
 
 def systemd_unit(command: list[str], home: Path, workdir: Path, path_env: str) -> str:
     env_file = home / "service.env"
+    env_file_text, workdir_text = _systemd_path(env_file), _systemd_path(workdir)
     return "\n".join([
         "# iwo-lite daemon as a systemd user service (written by `iwo-lite service install`).",
         f"# Secrets (e.g. IWO_TELEGRAM_TOKEN=...) go in {env_file} (mode 0600), not here.",
         "[Unit]",
-        f"Description=iwo-lite daemon (home {home})",
+        f"Description=iwo-lite daemon (home {_systemd_path(home)})",
         "After=network-online.target",
         "",
         "[Service]",
         "Type=simple",
         "ExecStart=" + " ".join(_systemd_word(word) for word in command),
-        f"WorkingDirectory={_systemd_word(str(workdir))}",
+        f"WorkingDirectory={workdir_text}",
         "Restart=on-failure",
         "RestartSec=5",
         "# Agent runs are detached and re-attached after a restart: stop only the daemon itself.",
         "KillMode=process",
         "TimeoutStopSec=60",
-        f"Environment={_systemd_word('PATH=' + path_env)}",
+        f"Environment={_systemd_word('PATH=' + path_env, exec_line=False)}",
         "Environment=PYTHONUNBUFFERED=1",
-        f"EnvironmentFile=-{_systemd_word(str(env_file))}",
+        f"EnvironmentFile=-{env_file_text}",
         "",
         "[Install]",
         "WantedBy=default.target",

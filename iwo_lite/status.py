@@ -10,6 +10,7 @@ imports DBOS, so it answers fast whether the daemon runs or not. Every function 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from typing import Any
@@ -58,23 +59,120 @@ def spec_trace(database_url: str, spec_id: str) -> dict:
     return dict(specs[0], saved_usd=saved_usd, recoveries=recoveries, steps=steps, gates=gates)
 
 
+# `status --sql` limits: a query that never ends (an endless recursive CTE) or returns without
+# end must stop with one clear line, not grow until the machine swaps. Time: a progress handler
+# (SQLite) or `SET LOCAL statement_timeout` (Postgres); size: rows and bytes kept, and SQLite's
+# own heap for the query. $IWO_SQL_TIMEOUT_S and $IWO_SQL_MAX_ROWS change the first two (0 = none).
+SQL_TIMEOUT_S = 10.0
+SQL_MAX_ROWS = 10_000
+SQL_MAX_BYTES = 64 * 1024 * 1024  # of values kept for printing
+SQL_HEAP_LIMIT = 256 * 1024 * 1024  # SQLite's heap (sorts, group_concat, ...), process-wide: `status` runs one query
+_PROGRESS_OPS = 10_000  # SQLite VM steps between two looks at the clock (~1 ms)
+
+
+def _sql_limit(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise UserError(f"${name}: expected a number >= 0 (0 = no limit), got {raw!r}")
+    return value
+
+
+class _Stop(Exception):
+    """A `status --sql` limit was reached."""
+
+
 def run_sql(database_url: str, query: str) -> tuple[list[str], list[tuple]]:
+    timeout_s = _sql_limit("IWO_SQL_TIMEOUT_S", SQL_TIMEOUT_S)
+    max_rows = int(_sql_limit("IWO_SQL_MAX_ROWS", SQL_MAX_ROWS))
     db = store.Store.open_readonly(database_url)
     if db is None:
-        raise UserError(f"status --sql: no database at {database_url[len('sqlite:///'):]}")
+        raise UserError(f"status --sql: no database at {store.sqlite_path(database_url)}")
     conn = db.conn
-    if db.dialect == "sqlite":
-        conn.set_authorizer(_deny_attach)  # ATTACH and VACUUM INTO would create files elsewhere
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    timed_out = False
+    too_long = (f"status --sql: stopped after {timeout_s:g}s, the time limit ($IWO_SQL_TIMEOUT_S): "
+                "the query may never end (an endless WITH RECURSIVE?); narrow it or add a LIMIT")
+
+    def over_time() -> int:
+        nonlocal timed_out
+        timed_out = deadline is not None and time.monotonic() > deadline
+        return 1 if timed_out else 0
+
     try:
-        cursor = conn.execute(query)
-        columns = [d[0] for d in cursor.description or ()]
-        return columns, [tuple(row) for row in cursor.fetchall()]
+        if db.dialect == "sqlite":
+            conn.execute(f"PRAGMA hard_heap_limit={SQL_HEAP_LIMIT}")
+            conn.set_authorizer(_deny_attach)  # ATTACH and VACUUM INTO would create files elsewhere
+            conn.set_progress_handler(over_time, _PROGRESS_OPS)
+            cursor = conn.execute(query)
+            columns = [d[0] for d in cursor.description or ()]
+            return columns, _capped(iter(cursor), max_rows)
+        # Postgres: the raw psycopg connection (read-only session), so that the time limit and
+        # the query share one transaction, and rows stream (stopping early cancels the query).
+        import psycopg
+
+        raw = conn._conn
+        try:
+            cursor = raw.cursor()
+            if timeout_s:
+                cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+            stream = cursor.stream(query)
+            try:
+                rows = _capped(stream, max_rows)
+            except psycopg.ProgrammingError as error:
+                if "didn't produce a result" not in str(error):
+                    raise
+                return [], []  # a command, not a query (SET ...): no rows, as on SQLite
+            finally:
+                stream.close()  # before the rollback: an unfinished stream is cancelled here
+            if cursor.description is not None:
+                return [d.name for d in cursor.description], rows
+            return _pg_columns(raw, query), rows  # no rows: a stream leaves no description
+        finally:
+            raw.rollback()
+    except _Stop as stop:
+        raise UserError(f"status --sql: {stop}") from None
+    except MemoryError:
+        raise UserError(f"status --sql: the query needs more than {SQL_HEAP_LIMIT >> 20} MiB of memory; "
+                        "narrow it or add a LIMIT") from None
     except Exception as error:
+        if timed_out or type(error).__name__ == "QueryCanceled":  # SQLite's "interrupted"; Postgres's timeout
+            raise UserError(too_long) from None
         if not _is_query_error(error):
             raise
-        raise UserError(f"status --sql: {first_line(error)}")
+        raise UserError(f"status --sql: {first_line(error)}") from None
     finally:
         conn.close()
+
+
+def _pg_columns(raw, query: str) -> list[str]:
+    """The column names of a query that returned no rows: described, not run again."""
+    pgconn = raw.pgconn
+    encoding = raw.info.encoding
+    pgconn.prepare(b"", query.encode(encoding))
+    described = pgconn.describe_prepared(b"")
+    return [(described.fname(i) or b"").decode(encoding, "replace") for i in range(described.nfields)]
+
+
+def _capped(rows, max_rows: int) -> list[tuple]:
+    """The rows, or _Stop past `max_rows` rows (0 = no limit) or SQL_MAX_BYTES of values."""
+    kept: list[tuple] = []
+    size = 0
+    for row in rows:
+        if max_rows and len(kept) >= max_rows:
+            raise _Stop(f"stopped after {max_rows} rows, the limit ($IWO_SQL_MAX_ROWS): add a LIMIT to the query")
+        row = tuple(row)
+        size += sum(len(v) if isinstance(v, (str, bytes)) else 16 for v in row)
+        if size > SQL_MAX_BYTES:
+            raise _Stop(f"stopped at {SQL_MAX_BYTES >> 20} MiB of results, the limit: select fewer or "
+                        "shorter columns, or add a LIMIT")
+        kept.append(row)
+    return kept
 
 
 def _is_query_error(error: Exception) -> bool:
@@ -113,28 +211,55 @@ def _span(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def progress_text(progress: dict | None, now: float | None = None) -> str:
+    """A running agent's progress in one line: `Bash: pytest -q · 7 turns · 41k tok · $0.32 · 12s ago`."""
+    if not progress:
+        return ""
+    tokens = progress.get("tokens") or 0
+    shown = f"{tokens / 1000:.0f}k" if tokens >= 1000 else str(tokens)
+    parts = [progress.get("tool") or "thinking", f"{progress.get('turns') or 0} turns", f"{shown} tok",
+             f"${progress.get('cost_usd') or 0:.2f}"]
+    if progress.get("last_event_at"):
+        parts.append(ago(progress["last_event_at"], now))
+    return " · ".join(parts)
+
+
+def _detail(spec: dict, now: float) -> str:
+    """What a spec is doing or waiting on, in one line."""
+    state = spec["state"]
+    if state == "waiting":
+        reason = f"[{spec['gate_reason']}] " if spec.get("gate_reason") not in (None, "blocker") else ""
+        return f"{reason}{spec['question'] or ''} ({left(spec['deadline'], now)})"
+    if state == "failed":
+        return spec["error"] or ""
+    if spec.get("paused_until"):
+        return f"paused ({spec['pause_reason']}) until {spec['paused_until'][11:16]}Z ({left(spec['paused_until'], now)})"
+    if state == "running":
+        return progress_text(spec.get("progress"), now)
+    return ""
+
+
+def _money(spec: dict) -> str:
+    cap = spec.get("budget_usd")
+    return f"{spec['cost_usd']:.4f}" + (f"/{cap:.2f}" if cap else "")
+
+
 def specs_table(specs: list[dict], more: int) -> Any:
-    """The spec table. Short columns keep their full width; title and question take what is left."""
+    """The spec table. Short columns keep their full width; title and detail take what is left."""
     from rich import box
     from rich.table import Table
 
     now = time.time()
     rows = []
     for spec in specs:
-        state = spec["state"]
-        detail = ""
-        if state == "waiting":
-            detail = f"{spec['question'] or ''} ({left(spec['deadline'], now)})"
-        elif state == "failed":
-            detail = spec["error"] or ""
-        rows.append([spec["id"], spec["title"], state, spec["role"] or "",
-                     f"{spec['step']:02d}" if spec["step"] else "", detail[:200], ago(spec["updated_at"], now),
-                     str(spec["dispatches"]), f"{spec['cost_usd']:.4f}"])
-    headers = ("id", "title", "state", "role", "NN", "waiting on / error", "advanced", "calls", "$")
+        rows.append([spec["id"], spec["title"], spec["state"], spec["role"] or "",
+                     f"{spec['step']:02d}" if spec["step"] else "", _detail(spec, now)[:200],
+                     ago(spec["updated_at"], now), str(spec["dispatches"]), _money(spec)])
+    headers = ("id", "title", "state", "role", "NN", "doing / waiting on / error", "advanced", "calls", "$")
     table = Table(title="iwo-lite specs", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, expand=True,
                   caption=f"{more} older spec(s) not shown: --all shows them" if more else None)
     for index, header in enumerate(headers):
-        stretchy = header in ("title", "waiting on / error")
+        stretchy = header in ("title", "doing / waiting on / error")
         widest = max([len(header)] + [len(row[index]) for row in rows])
         table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1 if stretchy else None,
                          min_width=None if stretchy else widest,
@@ -146,13 +271,45 @@ def specs_table(specs: list[dict], more: int) -> Any:
     return table
 
 
+def _attempt_note(step: dict, attempt: dict | None) -> str:
+    """What happened to one attempt, for the trace: re-attached, resumed, stalled, denied tools, commit."""
+    notes = []
+    if attempt:
+        if attempt["reattached"]:
+            notes.append("re-attached after restart")
+        if attempt.get("resumed_from"):
+            notes.append(f"resumed session {attempt['resumed_from'][:8]}")
+        if attempt.get("note") and not attempt["note"].startswith("resumed session"):
+            notes.append(attempt["note"])
+        if attempt.get("error_class") == "stalled":
+            notes.append("stalled")
+        if attempt.get("error"):
+            notes.append(attempt["error"])
+        if attempt.get("denials"):
+            notes.append("denied: " + ", ".join(f"{d.get('tool')}({d.get('input', '')})" for d in attempt["denials"]))
+        if attempt.get("finished_at") is None and attempt.get("progress"):
+            notes.append(progress_text(attempt["progress"]))
+    last = attempt is None or attempt["attempt"] == len(step["attempts"])
+    if last and step.get("commit_sha"):
+        notes.append(f"commit {step['commit_sha'][:8]}")
+    if last and step["handoff"]:
+        notes.append("specs/" + step["handoff"].rsplit("/specs/", 1)[-1])
+    return "; ".join(notes)
+
+
 def trace_view(trace: dict) -> Any:
     from rich.console import Group
     from rich.table import Table
 
     head = (f"[bold]{_safe(trace['id'])}[/] — {_safe(trace['title'])}\nstate [{STATE_STYLE.get(trace['state'], '')}]"
             f"{trace['state']}[/], role {trace['role'] or '-'}, step {trace['step']:02d}, "
-            f"{trace['dispatches']} dispatch(es), ${trace['cost_usd']:.4f}")
+            f"{trace['dispatches']} dispatch(es), ${_money(trace)}")
+    if trace.get("branch"):
+        head += f"\nbranch {_safe(trace['branch'])}" + (f" at {trace['head'][:8]}" if trace.get("head") else "")
+    if trace.get("paused_until"):
+        head += f"\n[yellow]paused ({trace['pause_reason']}) until {trace['paused_until']}[/]"
+    elif trace["state"] == "running" and trace.get("progress"):
+        head += f"\nnow: {_safe(progress_text(trace['progress']))}"
     if trace["recoveries"]:
         head += (f"\nrecovered {trace['recoveries']} time(s); saved by replay ${trace['saved_usd']:.4f} "
                  "(calls returned from the checkpoint or re-attached, not paid again)")
@@ -161,22 +318,17 @@ def trace_view(trace: dict) -> Any:
     if trace.get("parent_id"):
         head += f"\nforked from {trace['parent_id']}"
     steps = Table(title="dispatches")
-    for column in ("NN", "role", "attempt", "started", "took", "verdict", "$", "handoff / note"):
+    for column in ("NN", "role", "attempt", "started", "took", "verdict", "$", "notes"):
         steps.add_column(column, overflow="fold")
     for step in trace["steps"]:
         for attempt in step["attempts"] or [None]:
             took = ""
             if attempt and attempt["finished_at"]:
                 took = f"{parse_utc(attempt['finished_at']) - parse_utc(attempt['started_at']):.1f}s"
-            note = (attempt or {}).get("error") or ""
-            if attempt and attempt["reattached"]:
-                note = ("re-attached after restart; " + note).rstrip("; ")
-            if step["handoff"] and (attempt is None or attempt["attempt"] == len(step["attempts"])):
-                note = (note + "\n" if note else "") + "specs/" + step["handoff"].rsplit("/specs/", 1)[-1]
             steps.add_row(*map(_safe, (
                 f"{step['step']:02d}", step["role"], str(attempt["attempt"]) if attempt else "-",
                 ((attempt or step)["started_at"] or "")[11:19], took, (attempt or {}).get("verdict") or step["verdict"] or "",
-                f"{(attempt or {}).get('cost_usd') or 0:.4f}", note[:200],
+                f"{(attempt or {}).get('cost_usd') or 0:.4f}", _attempt_note(step, attempt)[:300],
             )))
     parts: list[Any] = [head, steps]
     if trace["gates"]:

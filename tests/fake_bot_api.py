@@ -34,6 +34,12 @@ of that shape gets HTTP 404 ``{"ok": false, "error_code": 404, "description":
 "Not Found"}``; a token other than the server's gets HTTP 401 ``Unauthorized``.
 Method names are matched case-insensitively (as Telegram does).
 
+Files are served as Telegram serves them: ``GET /file/bot<TOKEN>/<file_path>``
+answers the raw bytes (``application/octet-stream``), an unknown path HTTP 404,
+another token HTTP 401. ``file_base_url`` is ``http://HOST:PORT/file/bot``: build
+the bot with ``.base_file_url(fake.file_base_url)`` (PTB's default points at
+api.telegram.org), then ``await (await bot.get_file(id)).download_as_bytearray()``.
+
 Request decoding
 ----------------
 Parameters are read from the query string (GET or POST) and from the body:
@@ -52,7 +58,7 @@ Methods
 -------
 getMe, deleteWebhook, getWebhookInfo, getUpdates, sendMessage, editMessageText,
 editMessageReplyMarkup, answerCallbackQuery, deleteMessage, sendChatAction,
-setMyCommands, getMyCommands, deleteMyCommands, close, logOut. Anything else:
+getFile, setMyCommands, getMyCommands, deleteMyCommands, close, logOut. Anything else:
 HTTP 404 ``{"ok": false, "error_code": 404, "description": "Not Found: method
 not found"}`` (PTB raises ``EndPointNotFound`` after ``initialize``).
 
@@ -78,6 +84,13 @@ ReplyKeyboardMarkup/ForceReply/ReplyKeyboardRemove, and PTB's
 (PTB 22 turns ``reply_to_message_id=`` into ``reply_parameters``) or the old
 ``reply_to_message_id`` make the returned Message carry ``reply_to_message``
 when that message is known.
+
+getFile needs a ``file_id`` pushed with ``push_document``, else 400 ``Bad
+Request: invalid file_id``; a file over 20 MB (its ``file_size``) gets 400 ``Bad
+Request: file is too big``, as bots cannot download those. Its result is
+``{"file_id", "file_unique_id", "file_size", "file_path": "documents/file_N<ext>"}``.
+
+setMyCommands stores the list (``commands``); getMyCommands returns it.
 
 editMessageText / editMessageReplyMarkup need a known (chat_id, message_id),
 else 400 ``Bad Request: message to edit not found``; with ``inline_message_id``
@@ -105,6 +118,9 @@ Recording (all properties return snapshot copies; safe from any thread)
 ``answered_callbacks``  one dict per successful answerCallbackQuery: decoded
                         params, always ``callback_query_id``, ``text``,
                         ``show_alert`` (bool), ``url``, ``cache_time``.
+``commands``            the bot's commands as the last setMyCommands left them:
+                        ``[{"command", "description"}, ...]``.
+``downloads``           the ``file_path`` of every file downloaded, in order.
 ``pending_updates``     updates not yet confirmed by an ``offset``.
 ``methods_called()``    just the method names of ``requests``.
 ``dump()``              the text ``wait_for`` puts in its AssertionError.
@@ -129,6 +145,14 @@ Pushing updates (thread-safe; a pending long poll returns promptly)
     InaccessibleMessage (``date: 0``), as Telegram does for old messages.
     The callback query id is a unique numeric string (see ``pending_updates``);
     the function returns the update_id.
+``push_document(chat_id, user_id, file_name, content, mime_type="text/markdown",
+username="alice", caption=None, file_size=None)``
+    A ``message`` update with a ``document`` ``{file_id, file_unique_id,
+    file_name, mime_type, file_size}`` whose bytes (``content``) ``getFile`` and
+    the file URL then serve. ``file_size`` defaults to ``len(content)``; give a
+    bigger one to play a big file without sending its bytes. ``caption`` (a
+    leading ``/command`` gets a ``bot_command`` caption entity). ``file_name`` or
+    ``mime_type`` None leaves the key out, as Telegram does. Returns the update_id.
 ``push_raw(update)``
     Any update dict; ``update_id`` is assigned when missing.
 
@@ -160,7 +184,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = ["FakeBotAPI", "DEFAULT_TOKEN"]
 
@@ -193,13 +217,16 @@ _STRING_FIELDS = frozenset(
         "ip_address",
         "custom_emoji_id",
         "data",
+        "file_id",
     }
 )
 
 _PATH_RE = re.compile(r"^/bot(?P<token>[^/]*)/(?P<method>[A-Za-z0-9_]+)/?$")
+_FILE_PATH_RE = re.compile(r"^/file/bot(?P<token>[^/]*)/(?P<path>.+)$")
 _COMMAND_RE = re.compile(r"^/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?")
 
 _LONG_POLL_SLICE = 0.05
+_MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the Bot API's getFile limit
 
 
 def _utf16_len(s: str) -> int:
@@ -295,6 +322,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"ok": False, "error_code": 400, "description": "Bad Request"})
             return
         split = urlsplit(self.path)
+        file_match = _FILE_PATH_RE.match(split.path)
+        if file_match:
+            if self._fail(fake.fail_mode):
+                return
+            if unquote(file_match.group("token")) != fake.token:  # PTB sends ':' as %3A here
+                self._send_json(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+                return
+            content = fake._download(unquote(file_match.group("path")))
+            if content is None:
+                self._send_json(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            else:
+                self._send_raw(200, content, "application/octet-stream")
+            return
         m = _PATH_RE.match(split.path)
         if not m:
             if not self._fail(fake.fail_mode):
@@ -489,6 +529,9 @@ class FakeBotAPI:
         self._next_update_id = 1
         self._message_ids = itertools.count(1)
         self._commands: list[Any] = []
+        self._files: dict[str, dict[str, Any]] = {}  # file_id -> {file_unique_id, file_path, size, content}
+        self._file_ids = itertools.count(1)
+        self._downloads: list[str] = []
 
     # ------------------------------------------------------------------ life
     def start(self) -> "FakeBotAPI":
@@ -542,6 +585,10 @@ class FakeBotAPI:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/bot"
 
+    @property
+    def file_base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/file/bot"
+
     # ------------------------------------------------------------ fail mode
     @property
     def fail_mode(self) -> str | None:
@@ -580,6 +627,16 @@ class FakeBotAPI:
     def pending_updates(self) -> list[dict[str, Any]]:
         with self._cond:
             return list(self._updates)
+
+    @property
+    def commands(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [dict(c) if isinstance(c, dict) else c for c in self._commands]
+
+    @property
+    def downloads(self) -> list[str]:
+        with self._cond:
+            return list(self._downloads)
 
     def methods_called(self) -> list[str]:
         """Just the method names of ``requests``, in order."""
@@ -734,6 +791,63 @@ class FakeBotAPI:
                 }
             )
 
+    def push_document(
+        self,
+        chat_id: int,
+        user_id: int,
+        file_name: str | None,
+        content: bytes,
+        mime_type: str | None = "text/markdown",
+        username: str = "alice",
+        caption: str | None = None,
+        file_size: int | None = None,
+    ) -> int:
+        with self._cond:
+            user = self._user(user_id, username)
+            number = next(self._file_ids)
+            file_id = f"BQACAgIAAxkBAAI{number:06d}"
+            unique_id = f"AgAD{number:06d}"
+            suffix = ""
+            if file_name and "." in file_name:
+                suffix = "." + re.sub(r"[^A-Za-z0-9]", "", file_name.rsplit(".", 1)[1])[:10]
+            size = len(content) if file_size is None else int(file_size)
+            self._files[file_id] = {
+                "file_unique_id": unique_id,
+                "file_path": f"documents/file_{number}{suffix}",
+                "file_size": size,
+                "content": bytes(content),
+            }
+            document: dict[str, Any] = {"file_id": file_id, "file_unique_id": unique_id, "file_size": size}
+            if file_name is not None:
+                document["file_name"] = file_name
+            if mime_type is not None:
+                document["mime_type"] = mime_type
+            message: dict[str, Any] = {
+                "message_id": next(self._message_ids),
+                "from": user,
+                "chat": self._chat(chat_id),
+                "date": int(time.time()),
+                "document": document,
+            }
+            if caption is not None:
+                message["caption"] = caption
+                cmd = _COMMAND_RE.match(caption)
+                if cmd:
+                    message["caption_entities"] = [
+                        {"type": "bot_command", "offset": 0, "length": _utf16_len(cmd.group(0))}
+                    ]
+            self._messages[(chat_id, message["message_id"])] = message
+            return self._enqueue({"message": message})
+
+    def _download(self, file_path: str) -> bytes | None:
+        with self._cond:
+            for info in self._files.values():
+                if info["file_path"] == file_path:
+                    self._downloads.append(file_path)
+                    self._cond.notify_all()
+                    return info["content"]
+            return None
+
     def push_raw(self, update: dict[str, Any]) -> int:
         with self._cond:
             update = dict(update)
@@ -799,6 +913,19 @@ class FakeBotAPI:
         if params.get("drop_pending_updates"):
             self._updates = []
         return True
+
+    def _m_get_file(self, params: dict[str, Any]) -> Any:
+        info = self._files.get(str(params.get("file_id") or ""))
+        if info is None:
+            raise _Reply(400, "Bad Request: invalid file_id")
+        if info["file_size"] > _MAX_DOWNLOAD_BYTES:
+            raise _Reply(400, "Bad Request: file is too big")
+        return {
+            "file_id": str(params["file_id"]),
+            "file_unique_id": info["file_unique_id"],
+            "file_size": info["file_size"],
+            "file_path": info["file_path"],
+        }
 
     def _m_set_my_commands(self, params: dict[str, Any]) -> Any:
         self._commands = list(params.get("commands") or [])
@@ -952,6 +1079,7 @@ _METHODS: dict[str, Callable[[FakeBotAPI, dict[str, Any]], Any]] = {
     "answercallbackquery": FakeBotAPI._m_answer_callback_query,
     "deletemessage": FakeBotAPI._m_delete_message,
     "sendchataction": FakeBotAPI._m_true,
+    "getfile": FakeBotAPI._m_get_file,
     "setmycommands": FakeBotAPI._m_set_my_commands,
     "getmycommands": FakeBotAPI._m_get_my_commands,
     "deletemycommands": FakeBotAPI._m_delete_my_commands,

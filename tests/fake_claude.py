@@ -88,6 +88,7 @@ mode       one of:
                   fenced ```json block
   structured      exit 0; verdict object in "structured_output", result is prose
   is_error        exit 1; subtype "success", is_error true, result "API Error: 529 overloaded"
+                  (entry["error_text"] / entry["api_error_status"] give another error)
   is_error_exit0  the same, but exit 0
   max_turns       exit 1; subtype "error_max_turns", is_error true,
                   errors ["max turns reached"], no "result" key
@@ -405,7 +406,8 @@ def main() -> int:
         _out("this is not json\n")
         return finish(0)
     if mode in ("is_error", "is_error_exit0"):
-        res = _result(e, role, started, plen, is_error=True, result="API Error: 529 overloaded")
+        res = _result(e, role, started, plen, is_error=True, result=e.get("error_text", "API Error: 529 overloaded"),
+                      api_error_status=e.get("api_error_status"))
         _out(json.dumps(res) + "\n")
         return finish(1 if mode == "is_error" else 0)
     if mode == "max_turns":

@@ -15,7 +15,7 @@ def test_submit_prints_the_id_last_and_the_same_id_twice_starts_nothing_new(home
     assert "already exists" in second.stderr
     assert spec_id.startswith("spec-") and len(spec_id) == len("spec-") + 8
     assert home.cli("submit", str(path), "--id", "mine", check=True).stdout.strip() == "mine"
-    assert home.query("SELECT COUNT(*) FROM workflow_status") == [(2,)]
+    assert home.query("SELECT COUNT(*) FROM iwo_specs WHERE state = 'queued'") == [(2,)]
     assert [s["state"] for s in home.specs()] == ["queued", "queued"]
     home.start()
     home.wait_state(spec_id, "done")

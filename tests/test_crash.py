@@ -17,8 +17,9 @@ import fake_claude
 
 
 def recorded_dispatches(home, spec_id: str) -> int:
-    if not (home.root / "iwo.sqlite").exists():
-        return 0
+    if not (home.root / "iwo.sqlite").exists() or not home.query(
+            "SELECT 1 FROM sqlite_master WHERE name = 'operation_outputs'"):
+        return 0  # DBOS's tables come with the daemon's first start
     return home.query("SELECT COUNT(*) FROM operation_outputs WHERE workflow_uuid = ? AND function_name = 'dispatch'",
                       (spec_id,))[0][0]
 

@@ -9,7 +9,11 @@ def test_doctor_counts_unfinished_specs_of_another_replay_version(home):
     from iwo_lite.store.checkpoints import REPLAY_VERSION
 
     home.env["COLUMNS"] = "1000"  # one line per check
+    home.scenario({"roles": {"planner": [{"verdict": "blocker", "question": "Which way?"}]}})
     spec_id = home.submit()
+    daemon = home.start()
+    home.wait_state(spec_id, "waiting")
+    daemon.stop()
     ok = home.cli("doctor")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"replay version: {REPLAY_VERSION} (no unfinished specs" in ok.stdout
@@ -22,4 +26,4 @@ def test_doctor_counts_unfinished_specs_of_another_replay_version(home):
     assert stranded.returncode == 1
     assert "1 unfinished spec(s) of another version (iwo-replay-0: 1)" in stranded.stdout
     assert "run the build that started them" in stranded.stdout
-    assert home.spec(spec_id)["state"] == "queued"  # status still shows it, as queued
+    assert home.spec(spec_id)["state"] == "waiting"  # status still shows it as it was

@@ -21,8 +21,8 @@ from typing import Any, AsyncIterator
 
 import httpx
 import pytest
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import EndPointNotFound, InvalidToken, NetworkError
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest, EndPointNotFound, InvalidToken, NetworkError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -399,3 +399,91 @@ def test_long_poll_offset_and_prompt_wakeup(fake: FakeBotAPI) -> None:
     with pytest.raises(AssertionError, match="wait_for timed out"):
         fake.wait_for(lambda f: False, timeout=0.1)
     assert TOKEN not in repr(fake) and TOKEN not in fake.dump()
+
+
+# ------------------------------------------------- documents, commands, limits
+
+
+def build_file_app(fake: FakeBotAPI) -> Application:
+    return (
+        ApplicationBuilder()
+        .token(TOKEN)
+        .base_url(fake.base_url)
+        .base_file_url(fake.file_base_url)
+        .connect_timeout(2)
+        .read_timeout(3)
+        .get_updates_connect_timeout(2)
+        .get_updates_read_timeout(3)
+        .build()
+    )
+
+
+def test_document_update_get_file_and_download(fake: FakeBotAPI) -> None:
+    got: list[tuple[str | None, str | None, int | None, bytes, str | None]] = []
+    content = "# Spec\nÜnïcode body\n".encode()
+
+    async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        doc = update.message.document
+        data = await (await context.bot.get_file(doc.file_id)).download_as_bytearray()
+        got.append((doc.file_name, doc.mime_type, doc.file_size, bytes(data), update.message.caption))
+
+    async def main() -> None:
+        app = build_file_app(fake)
+        app.add_handler(MessageHandler(filters.Document.ALL, on_document))
+        async with running(app):
+            fake.push_document(CHAT, USER, "spec.md", content, caption="/submit please")
+            await until(lambda: got)
+            with pytest.raises(BadRequest, match="(?i)invalid file_id"):
+                await app.bot.get_file("no-such-file")
+        name, mime, size, data, caption = got[0]
+        assert (name, mime, size, caption) == ("spec.md", "text/markdown", len(content), "/submit please")
+        assert data == content
+
+    run(main())
+    assert fake.methods_called().count("getFile") == 2
+    assert fake.downloads == ["documents/file_1.md"]
+
+
+def test_document_shapes_big_files_and_raw_download(fake: FakeBotAPI) -> None:
+    fake.push_document(CHAT, USER, None, b"\x89PNG", mime_type=None, file_size=25 * 1024 * 1024)
+    fake.push_document(CHAT, USER, "a.txt", b"hello", mime_type="text/plain", caption="/submit")
+    first, second = (u["message"] for u in fake.pending_updates)
+    assert "file_name" not in first["document"] and "mime_type" not in first["document"]
+    assert first["document"]["file_size"] == 25 * 1024 * 1024
+    assert second["caption_entities"] == [{"type": "bot_command", "offset": 0, "length": 7}]
+    code, body = call(fake, f"getFile?file_id={first['document']['file_id']}")
+    assert (code, body["description"]) == (400, "Bad Request: file is too big")
+    code, body = call(fake, f"getFile?file_id={second['document']['file_id']}")
+    assert code == 200 and body["result"]["file_path"] == "documents/file_2.txt"
+    root = fake.base_url.removesuffix("/bot")
+    with urllib.request.urlopen(f"{root}/file/bot{TOKEN}/documents/file_2.txt", timeout=5) as r:
+        assert r.read() == b"hello"
+    for path, status in ((f"/file/bot{TOKEN}/documents/nope", 404), ("/file/bot1:wrong/documents/file_2.txt", 401)):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(root + path, timeout=5)
+        assert error.value.code == status
+    assert fake.downloads == ["documents/file_2.txt"]
+
+
+def test_set_my_commands_is_recorded(fake: FakeBotAPI) -> None:
+    async def main() -> None:
+        async with build_app(fake) as app:
+            await app.bot.set_my_commands([BotCommand("status", "Recent specs"), BotCommand("spec", "One spec")])
+            assert [c.command for c in await app.bot.get_my_commands()] == ["status", "spec"]
+
+    run(main())
+    assert fake.commands == [{"command": "status", "description": "Recent specs"},
+                             {"command": "spec", "description": "One spec"}]
+
+
+def test_send_message_enforces_the_4096_limit(fake: FakeBotAPI) -> None:
+    async def main() -> None:
+        async with build_app(fake) as app:
+            await app.bot.send_message(CHAT, "x" * 4096)
+            with pytest.raises(BadRequest, match="(?i)message is too long"):
+                await app.bot.send_message(CHAT, "x" * 4097)
+            with pytest.raises(BadRequest, match="(?i)message is too long"):
+                await app.bot.send_message(CHAT, "\U0001f600" * 2049)  # UTF-16 units, as Telegram counts
+
+    run(main())
+    assert [len(m["text"]) for m in fake.sent_messages] == [4096]

@@ -1,27 +1,52 @@
-"""The Telegram notifier: the bot inside the daemon, gate questions out, button presses and replies in.
+"""The Telegram notifier: the bot inside the daemon. Gate questions and spec events out; button
+presses, replies, commands and spec documents in.
 
 Owns: starting python-telegram-bot (polling) in the daemon's event loop and keeping the
 daemon alive when Telegram is down or the token is wrong (one warning, retries quietly);
-sending a gate's question to every allowed chat with Approve / Reject buttons and recording
-the sent messages (iwo_messages, notifier "telegram", ref "<chat id>:<message id>") so presses
-and replies map to their gate after a restart; turning a press into approve/reject and a
-reply into revise through the daemon's one answer path (gates.Gates.answer); dropping (and
-logging) updates from chats or users not allowed; editing the messages once a gate is
-answered; and keeping the token out of every log line.
+registering the bot's commands with Telegram (setMyCommands, once per start) so the phone
+offers them; sending a gate's question to every allowed chat with Approve / Reject buttons and
+recording the sent messages (iwo_messages, notifier "telegram", ref "<chat id>:<message id>")
+so presses and replies map to their gate after a restart; turning a press into approve/reject
+and a reply into revise through the daemon's one answer path (`actions.answer`); editing the
+messages once a gate is answered; telling every allowed chat of a spec's events (done,
+failed, rejected, paused; `telegram.notify` chooses which), recorded the same way with no
+gate; the commands
 
-Sending is at-least-once: a crash between sending and recording may send a question twice.
+    /status       the recent specs, a few short lines each (a phone, not a terminal)
+    /spec ID      one spec: state, current role, progress, pause, cost, dispatches, gates
+    /submit TEXT  submit TEXT as a spec (`actions.submit_text`; the reply names the id)
+    /cancel ID    cancel a spec (`actions.cancel`)
+
+and a text or markdown document (mime text/*, or a name ending .md/.txt/.markdown; at most
+MAX_SPEC_BYTES, checked from `file_size` before downloading) submitted as a spec: any document
+in a private chat, in a group only with a /submit caption. Everything incoming passes one
+gatekeeper first, which drops (and logs) every update not from an allowed chat and user.
+Every message sent is cut to Telegram's 4,096-character limit, saying so and pointing at
+`iwo-lite status <id>` (a gate's question is cut, its deadline and instructions kept). The
+token is kept out of every log line.
+
+Sending is at-least-once: a crash between sending and recording may send a message twice.
 Button data is `g<gate rowid>:a` or `g<gate rowid>:r` (well under Telegram's 64 bytes): it
-names the gate, never carries the answer's text.
+names the gate, never carries the answer's text. The rendering (gate_text, status_text,
+spec_text, event_text, fit) is pure, so it is tested without a bot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+import time
+
 from iwo_lite.config import Config
-from iwo_lite.notify import AnswerFn
+from iwo_lite.errors import UserError, first_line
+from iwo_lite.notify import Actions
 from iwo_lite.store import gates as gate_rows
+from iwo_lite.store import runs as run_rows
+from iwo_lite.store import specs as spec_rows
+from iwo_lite.text import MAX_SPEC_BYTES, clip, validate_spec_text
+from iwo_lite.times import parse_utc
 
 log = logging.getLogger("iwo_lite.telegram")
 
@@ -29,6 +54,17 @@ CALLBACK = re.compile(r"g([0-9]{1,12}):([ar])")  # used with fullmatch: nothing 
 BUTTON_ANSWERS = {"a": "approve", "r": "reject"}
 RETRY_START_S = 30.0
 NAME = "telegram"
+TELEGRAM_LIMIT = 4096  # characters in one message, counted as Telegram does (UTF-16 code units)
+DEFAULT_NOTIFY = ("done", "failed", "rejected", "paused")  # telegram.notify when the config has none
+STATUS_LIMIT = 10  # specs in /status
+SPEC_STEPS_SHOWN = 12  # the last dispatches in /spec
+COMMANDS = (  # registered with setMyCommands: what the phone offers after "/"
+    ("status", "Recent specs and their state"),
+    ("spec", "One spec in detail: /spec ID"),
+    ("submit", "Start a spec: /submit then its text (or send a .md file)"),
+    ("cancel", "Cancel a spec: /cancel ID"),
+)
+DOCUMENT_SUFFIXES = (".md", ".markdown", ".txt")
 
 
 class RedactToken(logging.Filter):
@@ -60,15 +96,275 @@ def install_redaction(token: str) -> RedactToken:
     return redactor
 
 
+def file_base_url(base_url: str) -> str:
+    """Where the Bot API serves files, from `telegram.base_url`: ".../bot" -> ".../file/bot"."""
+    if "/bot{token}" in base_url:
+        return base_url.replace("/bot{token}", "/file/bot{token}", 1)
+    if base_url.endswith("/bot"):
+        return base_url[: -len("/bot")] + "/file/bot"
+    return base_url.rstrip("/") + "/file/bot"
+
+
+# -- fitting Telegram's limit ------------------------------------------------------------------
+
+
+def units(text: str) -> int:
+    """The length Telegram counts: UTF-16 code units (an emoji outside the BMP is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _head(text: str, room: int) -> str:
+    """The longest start of `text` of at most `room` UTF-16 units, never half a character."""
+    if units(text) <= room:
+        return text
+    cut = text[:room]  # `room` characters: `room` units or more (a character outside the BMP is two)
+    while units(cut) > room:  # drop at least one character per extra unit: ends within one pass
+        cut = cut[: max(0, len(cut) - (units(cut) - room))]
+    return cut
+
+
+def cut_note(spec_id: str | None, length: int, limit: int = TELEGRAM_LIMIT) -> str:
+    where = f"iwo-lite status {spec_id}" if spec_id else "iwo-lite status"
+    return (f"\n\n[cut: {length:,} characters are over Telegram's {limit:,}-character limit; "
+            f"the whole text: {where}]")
+
+
+def shorten(text: str, room: int, spec_id: str | None, limit: int = TELEGRAM_LIMIT) -> str:
+    """`text` in at most `room` units: whole when it fits, else its start, "…" and a note saying so."""
+    if units(text) <= room:
+        return text
+    note = cut_note(spec_id, units(text), limit)
+    return _head(text, max(0, room - units(note) - 1)).rstrip() + "…" + note
+
+
+def fit(text: str, spec_id: str | None = None, limit: int = TELEGRAM_LIMIT) -> str:
+    """A message Telegram takes: `text`, or its start with a note pointing at `iwo-lite status`."""
+    return shorten(text, limit, spec_id, limit)
+
+
+# -- rendering (pure) ----------------------------------------------------------------------------
+
 REMINDER_PREFIX = "Reminder — still waiting for an answer.\n\n"
 
 
-def gate_text(gate: dict, kind: str = "question") -> str:
+def gate_text(gate: dict, kind: str = "question", answered: str = "") -> str:
+    """A gate's message; a question too long for one message is cut, the rest of the message kept."""
     prefix = REMINDER_PREFIX if kind == "reminder" else ""
-    return (f"{prefix}iwo-lite — spec {gate['spec_id']}: {gate['title']}\n"
-            f"The {gate['role']} asks (gate {gate['gate_id']}):\n\n{gate['question']}\n\n"
-            f"Deadline: {gate['deadline']} (then: {gate['on_timeout']})\n"
-            "Reply to this message to send the spec back to the builder with your text.")
+    head = (f"{prefix}iwo-lite — spec {gate['spec_id']}: {gate['title']}\n"
+            f"The {gate['role']} asks (gate {gate['gate_id']}):\n\n")
+    tail = (f"\n\nDeadline: {gate['deadline']} (then: {gate['on_timeout']})\n"
+            "Reply to this message to send the spec back to the builder with your text." + answered)
+    room = TELEGRAM_LIMIT - units(head) - units(tail)
+    question = shorten(gate["question"] or "", max(room, 200), gate["spec_id"])
+    return fit(head + question + tail, gate["spec_id"])
+
+
+def answered_suffix(gate: dict) -> str:
+    note = gate["note"] or ""
+    return (f"\n\nAnswered: {gate['answer']}" + (f" ({note})" if note else "")
+            + f" — by {gate['answered_by']} via {gate['answered_via']}")
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return parse_utc(iso)
+    except (TypeError, ValueError):
+        return None
+
+
+def ago(iso: str | None, now: float) -> str:
+    moment = _epoch(iso)
+    return "" if moment is None else _span(max(0.0, now - moment)) + " ago"
+
+
+def left(iso: str | None, now: float) -> str:
+    moment = _epoch(iso)
+    if moment is None:
+        return ""
+    return "due now" if moment <= now else _span(moment - now) + " left"
+
+
+def usd(value) -> str:
+    value = float(value or 0)
+    return f"${value:.2f}" if value >= 1 or value == 0 else f"${value:.4f}"
+
+
+def _progress(spec: dict) -> dict | None:
+    progress = spec.get("progress")
+    if isinstance(progress, str):
+        try:
+            progress = json.loads(progress)
+        except ValueError:
+            return None
+    return progress if isinstance(progress, dict) and progress else None
+
+
+def progress_line(progress: dict, now: float) -> str:
+    """"turn 4 · Bash · 12,345 tokens · $0.0100 · 10s ago" (the parts the running agent reported)."""
+    parts = []
+    if progress.get("turns") is not None:
+        parts.append(f"turn {progress['turns']}")
+    if progress.get("tool"):
+        parts.append(clip(str(progress["tool"]), 40))
+    if progress.get("tokens") is not None:
+        try:
+            parts.append(f"{int(progress['tokens']):,} tokens")
+        except (TypeError, ValueError):
+            pass
+    if progress.get("cost_usd") is not None:
+        parts.append(usd(progress["cost_usd"]))
+    if progress.get("last_event_at"):
+        parts.append(ago(progress["last_event_at"], now))
+    return " · ".join(part for part in parts if part)
+
+
+def pause_line(spec: dict, now: float) -> str:
+    """"paused (usage limit) until 2026-…Z, 2h left", or "" when the spec is not paused."""
+    until, reason = spec.get("paused_until"), spec.get("pause_reason")
+    if not until and not reason:
+        return ""
+    line = "paused" + (f" ({reason})" if reason else "")
+    if until:
+        line += f" until {until}" + (f", {left(until, now)}" if left(until, now) else "")
+    return line
+
+
+def _role_at(spec: dict) -> str:
+    role = spec.get("role") or ""
+    step = spec.get("step")
+    return f"{role} {step:02d}".strip() if isinstance(step, int) and step else role
+
+
+def status_text(specs: list[dict], more: int, now: float | None = None) -> str:
+    """/status: each spec in a few short lines (id; state, role, calls, cost, age; title; detail)."""
+    now = time.time() if now is None else now
+    if not specs:
+        return "iwo-lite: no specs yet. /submit one (or send a .md file)."
+    blocks = [f"iwo-lite — {len(specs)} spec(s), newest first"]
+    for spec in specs:
+        facts = [spec["state"], _role_at(spec), f"{spec['dispatches']} calls", usd(spec["cost_usd"]),
+                 ago(spec["updated_at"], now)]
+        lines = [spec["id"], "  " + " · ".join(fact for fact in facts if fact), "  " + clip(spec["title"] or "", 60)]
+        pause = pause_line(spec, now)
+        if pause:
+            lines.append("  " + pause)
+        if spec["state"] == "waiting":
+            due = left(spec.get("deadline"), now)
+            lines.append("  asks: " + clip(spec.get("question") or "", 80) + (f" ({due})" if due else ""))
+        elif spec["state"] == "failed" and spec.get("error"):
+            lines.append("  error: " + clip(spec["error"], 80))
+        elif spec["state"] == "running" and _progress(spec):
+            lines.append("  now: " + progress_line(_progress(spec), now))
+        blocks.append("\n".join(lines))
+    if more:
+        blocks.append(f"{more} older spec(s) not shown: iwo-lite status --all")
+    blocks.append("/spec ID for one spec")
+    return "\n\n".join(blocks)
+
+
+def spec_text(spec: dict, steps: list[dict], attempts: list[dict], gates: list[dict],
+              now: float | None = None) -> str:
+    """/spec ID: the spec's state, current role, progress, pause, cost, last dispatches and gates."""
+    now = time.time() if now is None else now
+    lines = [spec["id"], clip(spec["title"] or "", 200), ""]
+    state = f"state: {spec['state']}"
+    if spec.get("role"):
+        state += f" — {spec['role']}" + (f", dispatch {spec['step']:02d}" if spec.get("step") else "")
+    lines.append(state + (f" · {ago(spec['updated_at'], now)}" if spec.get("updated_at") else ""))
+    if spec["state"] == "waiting" and spec.get("question"):
+        reason = spec.get("gate_reason")
+        due = left(spec.get("deadline"), now)
+        lines.append(f"asks{f' ({reason})' if reason else ''}: {clip(spec['question'], 300)}"
+                     + (f" ({due})" if due else ""))
+    pause = pause_line(spec, now)
+    if pause:
+        lines.append(pause)
+    progress = _progress(spec)
+    if progress and spec["state"] in ("running", "waiting", "queued"):
+        lines.append("progress: " + progress_line(progress, now))
+    cost = f"cost: {usd(spec['cost_usd'])} over {spec['dispatches']} dispatch(es)"
+    if spec.get("budget_usd") is not None:
+        cost += f" (budget {usd(spec['budget_usd'])})"
+    lines.append(cost)
+    if spec.get("branch"):
+        lines.append(f"branch: {spec['branch']}" + (f" at {str(spec['head'])[:12]}" if spec.get("head") else ""))
+    if spec.get("error"):
+        lines.append("error: " + clip(spec["error"], 300))
+    if spec.get("parent_id"):
+        lines.append(f"forked from: {spec['parent_id']}")
+    if steps:
+        cost_of: dict[int, float] = {}
+        for attempt in attempts:
+            cost_of[attempt["step"]] = cost_of.get(attempt["step"], 0.0) + float(attempt["cost_usd"] or 0)
+        lines += ["", "dispatches:"]
+        if len(steps) > SPEC_STEPS_SHOWN:
+            lines.append(f"… {len(steps) - SPEC_STEPS_SHOWN} earlier")
+        for step in steps[-SPEC_STEPS_SHOWN:]:
+            outcome = step["verdict"] or ("error" if step["error"] else "running" if not step["finished_at"] else "-")
+            lines.append(f"{step['step']:02d} {step['role']} — {outcome} · {usd(cost_of.get(step['step'], 0))}")
+    if gates:
+        lines += ["", "gates:"]
+        for gate in gates:
+            if gate["answer"]:
+                how = f"{gate['answer']}" + (f" ({clip(gate['note'], 80)})" if gate["note"] else "")
+                how += f" by {gate['answered_by']} via {gate['answered_via']}"
+            else:
+                due = left(gate["deadline"], now)
+                how = "waiting" + (f", {due}" if due else "")
+            lines.append(f"{gate['id']} {gate['role']} ({gate['reason']}) — {how}")
+            if not gate["answer"]:
+                lines.append("  " + clip(gate["question"] or "", 200))
+    lines += ["", f"Everything: iwo-lite status {spec['id']}"]
+    return "\n".join(lines)
+
+
+def event_text(event: dict, now: float | None = None) -> str:
+    """A spec's event for the phone: the state word and title, id, dispatches, cost, branch, why."""
+    now = time.time() if now is None else now
+    kind = event.get("kind") or event.get("state") or "?"
+    word = kind
+    if kind == "paused" and event.get("pause_reason"):
+        word += f" ({event['pause_reason']})"
+    lines = [f"iwo-lite — {word}: {clip(event.get('title') or '', 200)}", f"spec {event.get('spec_id')}"]
+    if kind == "paused" and event.get("paused_until"):
+        due = left(event["paused_until"], now)
+        lines.append(f"resumes at {event['paused_until']}" + (f" ({due})" if due else ""))
+    if kind == "failed" and event.get("error"):
+        lines.append("error: " + clip(event["error"], 600))
+    state = event.get("state")
+    facts = [f"{event.get('dispatches') or 0} dispatch(es)", usd(event.get("cost_usd"))]
+    if state and state != kind:
+        facts.insert(0, f"state {state}")
+    lines.append(" · ".join(facts))
+    if event.get("branch"):
+        lines.append(f"branch: {event['branch']}")
+    return "\n".join(lines)
+
+
+def help_text() -> str:
+    return ("iwo-lite bot. Commands:\n" + "\n".join(f"/{name} — {what}" for name, what in COMMANDS)
+            + "\nA text or markdown document sent here is submitted as a spec.")
+
+
+def is_text_document(file_name: str | None, mime_type: str | None) -> bool:
+    """A document the bot takes as a spec: mime text/*, or a name ending .md, .markdown or .txt."""
+    return (mime_type or "").lower().startswith("text/") or (file_name or "").lower().endswith(DOCUMENT_SUFFIXES)
+
+
+def command_body(text: str) -> str:
+    """The text after the command word ("/submit@bot  body..." -> "body..."), newlines kept."""
+    parts = (text or "").split(None, 1)
+    return parts[1].strip() if len(parts) > 1 else ""
 
 
 def message_ref(chat_id: int, message_id: int) -> str:
@@ -78,19 +374,27 @@ def message_ref(chat_id: int, message_id: int) -> str:
 class TelegramNotifier:
     name = NAME
 
-    def __init__(self, config: Config, token: str, store, answer_gate: AnswerFn):
+    def __init__(self, config: Config, token: str, store, actions: Actions):
         self.config = config
         self.token = token
         self.store = store
-        self.answer_gate = answer_gate
+        self.actions = actions
         self.app = None
         self.ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._warned = False
+        self._off = False  # the token was rejected: the bot is off until the daemon restarts
+
+    def is_ready(self) -> bool:
+        """Whether messages can be handed over now: the bot is polling, or it is off for good (a
+        rejected token: sending then does nothing, and nothing should wait for it). False while it
+        connects or Telegram is down (it retries every RETRY_START_S)."""
+        return self._off or (self.ready.is_set() and self.app is not None)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        self._warned = self._off = False
         self._task = asyncio.create_task(self._run(), name="iwo-telegram")
 
     async def _run(self) -> None:
@@ -103,6 +407,8 @@ class TelegramNotifier:
             except InvalidToken:
                 log.warning("telegram: the Bot API rejected the token in $%s; the bot is off "
                             "(answer gates from the shell)", self.config.telegram.token_env)
+                self._off = True
+                await self._discard_app()
                 return
             except Exception as error:  # network down, server error: keep working, retry quietly
                 if not self._warned:
@@ -114,21 +420,42 @@ class TelegramNotifier:
 
     async def _start_once(self) -> None:
         from telegram import Update
-        from telegram.ext import (ApplicationBuilder, CallbackQueryHandler, MessageHandler, TypeHandler,
-                                  filters)
+        from telegram.ext import (ApplicationBuilder, CallbackQueryHandler, CommandHandler, MessageHandler,
+                                  TypeHandler, filters)
 
-        app = (ApplicationBuilder().token(self.token).base_url(self.config.telegram.base_url)
+        base_url = self.config.telegram.base_url
+        app = (ApplicationBuilder().token(self.token).base_url(base_url).base_file_url(file_base_url(base_url))
                .connect_timeout(10).read_timeout(15).write_timeout(15).get_updates_read_timeout(40).build())
+        new_messages = filters.UpdateType.MESSAGE  # not edits: an edited /submit or /cancel does nothing again
         app.add_handler(TypeHandler(Update, self._gatekeeper), group=-1)
         app.add_handler(CallbackQueryHandler(self._on_press))
-        app.add_handler(MessageHandler(filters.REPLY & filters.TEXT & ~filters.COMMAND, self._on_reply))
+        app.add_handler(MessageHandler(new_messages & filters.REPLY & filters.TEXT & ~filters.COMMAND, self._on_reply))
+        app.add_handler(CommandHandler("status", self._on_status, filters=new_messages))
+        app.add_handler(CommandHandler("spec", self._on_spec, filters=new_messages))
+        app.add_handler(CommandHandler("submit", self._on_submit, filters=new_messages))
+        app.add_handler(CommandHandler("cancel", self._on_cancel, filters=new_messages))
+        app.add_handler(CommandHandler(("start", "help"), self._on_help, filters=new_messages))
+        app.add_handler(MessageHandler(new_messages & filters.Document.ALL, self._on_document))
+        app.add_handler(MessageHandler(new_messages & filters.COMMAND & filters.ChatType.PRIVATE, self._on_unknown))
         self.app = app
         await app.initialize()
+        await self._register_commands(app)
         await app.start()
         await app.updater.start_polling(poll_interval=0.0, timeout=30, drop_pending_updates=False,
                                         error_callback=self._polling_error)
         self.ready.set()
         log.info("telegram: bot polling, %d allowed chat(s)", len(self.config.telegram.allowed_chat_ids))
+
+    async def _register_commands(self, app) -> None:
+        """setMyCommands: the phone offers /status, /spec, /submit, /cancel. A refusal is not fatal."""
+        from telegram import BotCommand
+        from telegram.error import BadRequest, EndPointNotFound, Forbidden
+
+        try:
+            await app.bot.set_my_commands([BotCommand(name, what) for name, what in COMMANDS])
+        except (BadRequest, EndPointNotFound, Forbidden) as error:
+            log.warning("telegram: could not register the bot's commands (%s); they still work when typed",
+                        first_line(error))
 
     def _polling_error(self, error: Exception) -> None:
         log.warning("telegram: polling error %s (retrying)", type(error).__name__)
@@ -142,11 +469,14 @@ class TelegramNotifier:
                 pass
 
     async def stop(self) -> None:
+        """Stop polling and close the bot; `start` may be called again afterwards."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         app = self.app
-        if app is None or not self.ready.is_set():
+        was_ready = self.ready.is_set()
+        self.ready.clear()
+        if app is None or not was_ready:
             await self._discard_app()
             return
         for closing in (app.updater.stop, app.stop, app.shutdown):
@@ -158,6 +488,24 @@ class TelegramNotifier:
 
     # -- outgoing ------------------------------------------------------------------------
 
+    async def _send_all(self, text: str, what: str, gate_id: str | None, kind: str, reply_markup=None) -> list[str]:
+        """Send `text` to every allowed chat and record each message; the refs sent. Never raises."""
+        sent: list[str] = []
+        for chat_id in self.config.telegram.allowed_chat_ids:
+            try:
+                message = await self.app.bot.send_message(chat_id, text, reply_markup=reply_markup)
+            except Exception as error:
+                log.warning("telegram: could not send %s to chat %s: %s", what, chat_id, type(error).__name__)
+                continue
+            ref = message_ref(chat_id, message.message_id)
+            try:
+                await self.store.run(gate_rows.message_sent(NAME, ref, gate_id, kind))
+            except Exception as error:
+                log.warning("telegram: sent %s to chat %s but could not record it: %s", what, chat_id,
+                            type(error).__name__)
+            sent.append(ref)
+        return sent
+
     async def send_gate(self, gate: dict, kind: str) -> list[str]:
         """Send the gate's question (or a reminder) to every allowed chat; the refs ("chat:message") sent."""
         if not self.ready.is_set() or self.app is None:
@@ -168,30 +516,33 @@ class TelegramNotifier:
             InlineKeyboardButton("Approve", callback_data=f"g{gate['rowid']}:a"),
             InlineKeyboardButton("Reject", callback_data=f"g{gate['rowid']}:r"),
         ]])
-        text = gate_text(gate, kind)
-        sent: list[str] = []
-        for chat_id in self.config.telegram.allowed_chat_ids:
-            try:
-                message = await self.app.bot.send_message(chat_id, text, reply_markup=buttons)
-            except Exception as error:
-                log.warning("telegram: could not send gate %s to chat %s: %s", gate["gate_id"], chat_id,
-                            type(error).__name__)
-                continue
-            ref = message_ref(chat_id, message.message_id)
-            await self.store.run(gate_rows.message_sent(NAME, ref, gate["gate_id"], kind))
-            sent.append(ref)
-        return sent
+        return await self._send_all(gate_text(gate, kind), f"gate {gate['gate_id']}", gate["gate_id"], kind,
+                                    reply_markup=buttons)
+
+    async def send_event(self, event: dict) -> list[str]:
+        """Tell every allowed chat of a spec's event, if telegram.notify names its kind; the refs sent."""
+        kind = event.get("kind")
+        try:
+            if kind not in tuple(getattr(self.config.telegram, "notify", DEFAULT_NOTIFY)):
+                return []
+            if not self.ready.is_set() or self.app is None:
+                log.info("telegram: not connected; the %s of spec %s was not sent", kind, event.get("spec_id"))
+                return []
+            text = fit(event_text(event), event.get("spec_id"))
+            return await self._send_all(text, f"the {kind} of spec {event.get('spec_id')}", None, kind)
+        except Exception as error:  # a notification must never break the loop that sends it
+            log.warning("telegram: could not send the %s of spec %s: %s", kind, event.get("spec_id"),
+                        type(error).__name__)
+            return []
 
     async def mark_answered(self, gate: dict) -> None:
         if not self.ready.is_set() or self.app is None:
             return
-        note = gate["note"] or ""
-        suffix = (f"\n\nAnswered: {gate['answer']}" + (f" ({note})" if note else "")
-                  + f" — by {gate['answered_by']} via {gate['answered_via']}")
+        suffix = answered_suffix(gate)
         for ref, kind in await self.store.run(gate_rows.messages(NAME, gate["gate_id"])):
             chat_id, message_id = (int(part) for part in ref.split(":"))
             try:
-                await self.app.bot.edit_message_text(gate_text(gate, kind) + suffix, chat_id=chat_id,
+                await self.app.bot.edit_message_text(gate_text(gate, kind, suffix), chat_id=chat_id,
                                                      message_id=message_id)
             except Exception as error:  # "message is not modified", deleted messages: nothing to do
                 log.debug("telegram: edit of %s/%s: %s", chat_id, message_id, type(error).__name__)
@@ -227,7 +578,7 @@ class TelegramNotifier:
             await _quietly(query.answer("Unknown or expired button."))
             return
         answer = BUTTON_ANSWERS[match.group(2)]
-        refused = await self.answer_gate(gate_id, answer, "", _who(query.from_user), "telegram")
+        refused = await self.actions.answer(gate_id, answer, "", _who(query.from_user), "telegram")
         await _quietly(query.answer(refused or f"{answer.capitalize()}d."))
 
     async def _on_reply(self, update, context) -> None:
@@ -240,14 +591,121 @@ class TelegramNotifier:
             gate_id = await self.store.run(gate_rows.gate_of_message(NAME, ref))
         if gate_id is None:
             return
-        refused = await self.answer_gate(gate_id, "revise", message.text, _who(message.from_user), "telegram")
-        await _quietly(message.reply_text(refused or "Sent back to the builder with your note."))
+        refused = await self.actions.answer(gate_id, "revise", message.text, _who(message.from_user), "telegram")
+        await _reply(message, refused or "Sent back to the builder with your note.")
+
+    async def _on_help(self, update, context) -> None:
+        await _reply(update.effective_message, help_text())
+
+    async def _on_unknown(self, update, context) -> None:
+        command = (update.effective_message.text or "").split(None, 1)[0]
+        await _reply(update.effective_message, f"Unknown command {clip(command, 40)}. /help lists the commands.")
+
+    async def _on_status(self, update, context) -> None:
+        specs, more = await self.store.run(spec_rows.listed(STATUS_LIMIT))
+        await _reply(update.effective_message, status_text(specs, more))
+
+    async def _on_spec(self, update, context) -> None:
+        message = update.effective_message
+        if len(context.args) != 1:
+            await _reply(message, "Usage: /spec ID (/status lists the ids)")
+            return
+        spec_id = context.args[0]
+        specs, _ = await self.store.run(spec_rows.listed(spec_id=spec_id))
+        if not specs:
+            await _reply(message, f"{clip(spec_id, 80)}: no such spec (/status lists the ids)")
+            return
+        steps = await self.store.run(run_rows.steps_of(spec_id))
+        attempts = await self.store.run(run_rows.attempts_of(spec_id))
+        gates = await self.store.run(gate_rows.of_spec(spec_id))
+        await _reply(message, spec_text(specs[0], steps, attempts, gates), spec_id)
+
+    async def _on_cancel(self, update, context) -> None:
+        message = update.effective_message
+        if len(context.args) != 1:
+            await _reply(message, "Usage: /cancel ID (/status lists the ids)")
+            return
+        who = _who(message.from_user)
+        try:
+            result = await self.actions.cancel(context.args[0], who)
+        except UserError as error:
+            result = first_line(error)
+        except Exception as error:
+            log.warning("telegram: /cancel %s from %s failed: %s", context.args[0], who, type(error).__name__)
+            result = f"Could not cancel {clip(context.args[0], 80)} ({type(error).__name__}); see the daemon's log."
+        else:
+            log.info("telegram: %s: /cancel %s: %s", who, context.args[0], result)
+        await _reply(message, result)
+
+    async def _on_submit(self, update, context) -> None:
+        message = update.effective_message
+        text = command_body(message.text)
+        if not text:
+            await _reply(message, "Usage: /submit followed by the spec's text (its first line is its title),"
+                                  " or send the spec as a .md or .txt document.")
+            return
+        await self._submit(message, text, None)
+
+    async def _on_document(self, update, context) -> None:
+        message = update.effective_message
+        document = message.document
+        name = document.file_name or "document"
+        in_group = message.chat.type != "private"
+        if in_group and not (message.caption or "").lstrip().lower().startswith("/submit"):
+            return  # in a group a file is a spec only when its caption says /submit
+        if not is_text_document(document.file_name, document.mime_type):
+            await _reply(message, f"{clip(name, 80)}: not a text or markdown file "
+                                  f"({document.mime_type or 'unknown type'}); send a .md or .txt file, "
+                                  "or /submit followed by the spec's text.")
+            return
+        if document.file_size is not None and document.file_size > MAX_SPEC_BYTES:
+            await _reply(message, f"{clip(name, 80)}: spec is over the limit of {MAX_SPEC_BYTES} bytes "
+                                  f"({document.file_size} bytes); nothing was downloaded.")
+            return
+        try:
+            file = await context.bot.get_file(document.file_id)
+            data = await file.download_as_bytearray()
+        except Exception as error:
+            log.warning("telegram: could not download document %s: %s", name, type(error).__name__)
+            await _reply(message, f"{clip(name, 80)}: could not download it from Telegram "
+                                  f"({type(error).__name__}); try again.")
+            return
+        try:
+            text = validate_spec_text(bytes(data), clip(name, 80))
+        except UserError as error:
+            await _reply(message, first_line(error))
+            return
+        await self._submit(message, text, name)
+
+    async def _submit(self, message, text: str, filename: str | None) -> None:
+        who = _who(message.from_user)
+        source = filename or "/submit"
+        try:
+            spec_id, created = await self.actions.submit_text(text, filename, who)
+        except UserError as error:
+            await _reply(message, first_line(error))
+            return
+        except Exception as error:
+            log.warning("telegram: %s from %s failed: %s", source, who, type(error).__name__)
+            await _reply(message, f"Could not submit ({type(error).__name__}); see the daemon's log.")
+            return
+        log.info("telegram: %s submitted %s (%s)", who, spec_id, "new" if created else "already there")
+        if created:
+            await _reply(message, f"Submitted {spec_id}. /spec {spec_id} shows how it goes.", spec_id)
+        else:
+            await _reply(message, f"{spec_id} already exists (the same text); nothing new started. "
+                                  f"/spec {spec_id} shows it.", spec_id)
 
 
 def _who(user) -> str:
     if user is None:
         return "unknown"
     return f"@{user.username}" if user.username else f"user {user.id}"
+
+
+async def _reply(message, text: str, spec_id: str | None = None) -> None:
+    """Reply in the message's chat, cut to Telegram's limit; a failure is logged, never raised."""
+    await _quietly(message.reply_text(fit(text, spec_id)))
 
 
 async def _quietly(awaitable) -> None:

@@ -1,11 +1,37 @@
-"""One dispatch's agent processes: attempts, retries, the concurrency limits, takeover, kill, collect.
+"""One dispatch's agent processes: attempts, retries, pauses, sessions, the concurrency limits,
+takeover, the stall watchdog, live progress, kill and collect.
 
 Owns the attempt loop of a dispatch. Each attempt is started once, journaled in its run
-directory (runs/journal.py) and recorded in iwo_attempts *before* its process starts. On
-recovery an attempt is collected when it finished (an exit status or a kill marker),
-re-attached when its process is still alive, and started only when it never started: each
-dispatch is paid for once. A failed attempt is retried up to `agent.retries` times.
+directory (runs/journal.py) and recorded in iwo_attempts *before* its process starts (where
+its run directory is, on which host, which Claude session it is). On recovery an attempt is
+collected when it finished (an exit status or a kill marker), re-attached when its process is
+still alive, and started only when it never started: each dispatch is paid for once.
 No DBOS here: the loop wraps `Dispatcher.run` in a DBOS step.
+
+What happens after an attempt depends on its answer's error class (agents/answer.py):
+
+    none                       the dispatch is done
+    denied, fatal, max_turns,  no retry: the loop opens a gate (the budget one for "budget")
+    budget, cancelled
+    overloaded, rate_limited,  no retry burned: the dispatch returns a pause (until a reset time,
+    usage_limit                or a backoff) that the loop sleeps durably, then continues it
+    interrupted                the run died with the machine (no exit status, seen after a
+                               restart): continued by resuming its session, not counted
+    no_session,                the session cannot be resumed here / was already started: the
+    session_in_use             next attempt starts afresh / resumes it; not counted
+    retry, stalled             counted against agent.retries; the next attempt resumes the session
+
+With Claude Code each attempt has its own session id, chosen before the process starts
+(agents.claude.session_id_for: derived from the database, spec, dispatch and attempt, so a
+replayed step that tried to start it again would be refused by the CLI itself); a continued
+attempt resumes the previous attempt's session (`--resume ... --fork-session`), when its
+transcript is on this machine, else it starts afresh and the trace says why.
+
+While an agent runs, its stdout (Claude Code's stream-json) is read every PROGRESS_S: the
+turns, the tool in use, tokens and cost so far go to iwo_attempts.progress at most every
+PROGRESS_WRITE_S (never on every event), and a run with no new output for agent.stall_timeout
+is killed ("stalled") and continued. Plain JSON agents print once at the end: no progress,
+no stall watchdog (agent.timeout still applies).
 
 Several workers on one Postgres database: each attempt's row names its run directory and
 host. A worker that takes over a spec re-attaches to (or collects) a run on its own host
@@ -18,10 +44,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+import zlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iwo_lite.agents.answer import AgentAnswer
@@ -31,14 +60,21 @@ from iwo_lite.runs import launcher
 from iwo_lite.runs.journal import HOST, RunDir
 from iwo_lite.store import AsyncStore
 from iwo_lite.store import runs as rows
+from iwo_lite.store import specs as spec_rows
 from iwo_lite.times import iso_utc
 
 LAUNCH_GRACE_S = 3.0  # how long a run with a `launch` marker but no pid may take to show one
-POLL_S = 0.05  # how often a re-attached run is checked
-MAX_STDOUT_BYTES = 64 * 1024 * 1024
+POLL_S = 0.25  # how often a run that is not our child (re-attached, tmux) is checked
+PROGRESS_S = 1.0  # how often a streaming run's output is read
+PROGRESS_WRITE_S = 2.0  # at most this often a changed progress is written to the database
 SLOT_POLL_S = 0.5  # how often a dispatch waiting for a global slot asks again
+MAX_ATTEMPTS = 50  # a safety net over attempts that are not counted as tries (interrupted, no session)
 OUT_OF_REACH = "is out of reach from"
 CANCELLED = "agent run stopped by `iwo-lite cancel`"
+NO_RETRY = ("denied", "fatal", "max_turns", "budget", "cancelled")
+PAUSES = {"overloaded": "overloaded", "rate_limited": "rate limited", "usage_limit": "usage limit"}
+NOT_COUNTED = ("interrupted", "no_session", "session_in_use")
+BACKOFF_S = (60, 120, 240, 480, 900)  # overload / rate limit: the n-th pause waits this long (then 900 s)
 log = logging.getLogger("iwo_lite")
 
 
@@ -50,14 +86,59 @@ class DispatchRequest:
     role: str
     prompt: str
     handoff_dir: Path
-    cwd: Path  # where the agent works: the shared workdir (or, later, the spec's own workspace)
+    cwd: Path  # where the agent works: the shared workdir, or the spec's own worktree
+    carry: dict | None = None  # continuing a paused dispatch: where it left off (DispatchResult.carry)
+    budget_left_usd: float | None = None  # what the spec may still spend (Claude: --max-budget-usd)
+    priority: float = 0.0  # lower first: the spec's submission time (older specs get agents first)
 
 
 @dataclass(frozen=True)
 class DispatchResult:
     answer: AgentAnswer  # the successful attempt's, else the last failure's
-    attempts: int
+    attempts: int  # the number of the last attempt
     errors: tuple[str, ...]
+    pause: dict | None = None  # {"reason", "until" (epoch s)}: sleep, then continue with `carry`
+    carry: dict = field(default_factory=dict)
+
+
+class FairSlots:
+    """agent.max_concurrent agent processes at once, granted oldest spec first (by priority)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._waiting: list = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, priority: float):
+        if self.used >= self.limit or self._waiting:
+            future = asyncio.get_running_loop().create_future()
+            entry = (priority, next(self._order), future)
+            heapq.heappush(self._waiting, entry)
+            try:
+                await future
+            except BaseException:
+                if future.done() and not future.cancelled():
+                    self._release()  # granted while being cancelled: pass it on
+                else:
+                    self._waiting.remove(entry)
+                    heapq.heapify(self._waiting)
+                raise
+        else:
+            self.used += 1
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():
+                future.set_result(None)  # the slot passes on: `used` stays
+                return
+        self.used -= 1
 
 
 class Dispatcher:
@@ -67,30 +148,77 @@ class Dispatcher:
         self.config = config
         self.home = home
         self.store = store
-        self.agent = agent  # agents.plain.PlainAgent: argv and parsing
-        self.unset_env = unset_env  # secrets the agents must not see (the notifiers' tokens)
-        self.slots = asyncio.Semaphore(config.agent.max_concurrent)
+        self.agent = agent  # agents.from_config: argv, env, stdin, parse, stream reading
+        self.unset_env = unset_env  # secrets the agents must not see (notifier tokens, the database URL)
+        self.slots = FairSlots(config.agent.max_concurrent)
+        self.session_namespace = config.database_url_redacted
 
     async def run(self, request: DispatchRequest) -> DispatchResult:
-        errors: list[str] = []
+        carry = dict(request.carry or {})
+        attempt = carry.get("next_attempt", 1) - 1
+        tries = carry.get("tries", 0)
+        resume_from = carry.get("resume_from")
+        note = carry.get("note")
         total = self.config.agent.retries + 1
+        errors: list[str] = []
         answer = AgentAnswer(error="no attempt ran")
-        attempt = tries = 0
-        while tries < total:
+        while attempt < MAX_ATTEMPTS and (tries < total or self._started(request, attempt + 1)):
             attempt += 1
             row = await self.store.run(rows.attempt(request.spec_id, request.step, attempt))
             unreachable = await self._unreachable(request, attempt, row)
             if unreachable is not None and OUT_OF_REACH in unreachable:  # not a try of the agent's
                 errors.append(f"attempt {attempt}: {unreachable}")
                 continue
-            tries += 1
-            answer = AgentAnswer(error=unreachable) if unreachable else await self._attempt(request, attempt, row)
+            if unreachable:
+                answer, session = AgentAnswer(error=unreachable, error_class="retry"), None
+            else:
+                answer, session = await self._attempt(request, attempt, row, resume_from, note)
             if answer.error is None:
                 return DispatchResult(answer, attempt, tuple(errors))
             errors.append(f"attempt {attempt}: {answer.error}")
-            if answer.error == CANCELLED:  # the spec is being cancelled: no new paid attempt
-                break
+            kind = answer.error_class or "retry"
+            if kind in NO_RETRY:
+                return DispatchResult(answer, attempt, tuple(errors))
+            resume_from, note = self._next_session(request, answer, session)
+            if kind in PAUSES:
+                return self._paused(request, answer, attempt, tries, resume_from, carry, errors)
+            if kind not in NOT_COUNTED:
+                tries += 1
         return DispatchResult(answer, attempt, tuple(errors))
+
+    def _started(self, request: DispatchRequest, attempt: int) -> bool:
+        """An attempt that started before a restart is always collected (even if agent.retries was lowered)."""
+        return RunDir(self.home.run_dir(request.spec_id, request.step, request.role, attempt)).started()
+
+    def _next_session(self, request: DispatchRequest, answer: AgentAnswer, session: str | None
+                      ) -> tuple[str | None, str | None]:
+        """(the session the next attempt resumes, or None to start afresh; why, for its trace)."""
+        if not getattr(self.agent, "streams", False) or session is None:
+            return None, None
+        if answer.error_class == "no_session":
+            return None, f"session {session} cannot be resumed on this machine: started afresh"
+        return session, None
+
+    def _paused(self, request: DispatchRequest, answer: AgentAnswer, attempt: int, tries: int,
+                resume_from: str | None, carry: dict, errors: list[str]) -> DispatchResult:
+        """An overload, a rate limit or a usage limit: no retry burned; sleep, then continue."""
+        now = time.time()
+        reason = PAUSES[answer.error_class]
+        pauses = carry.get("pauses", 0)
+        waited = carry.get("waited_s", 0.0)
+        if reason == "usage limit":
+            wait = (answer.resets_at - now) if answer.resets_at else 3600.0
+            wait = max(wait, 0.0) + 5 + zlib.crc32(request.spec_id.encode()) % 55  # after the reset, within a minute
+        else:
+            wait = BACKOFF_S[min(pauses, len(BACKOFF_S) - 1)]
+            if waited + wait > self.config.agent.overload_wait:
+                final = replace(answer, error=f"{answer.error}; still {reason} after backing off for "
+                                f"{waited / 60:.0f} min in all (agent.overload_wait)", error_class="fatal")
+                return DispatchResult(final, attempt, tuple(errors))
+        carry = {"next_attempt": attempt + 1, "tries": tries, "resume_from": resume_from,
+                 "pauses": pauses + 1, "waited_s": waited + (0 if reason == "usage limit" else wait)}
+        return DispatchResult(answer, attempt, tuple(errors), pause={"reason": reason, "until": now + wait},
+                              carry=carry)
 
     def _run_dir(self, request: DispatchRequest, attempt: int, row: dict | None) -> RunDir:
         """The attempt's run directory: this home's, or the one its iwo_attempts `row` names on this host."""
@@ -126,27 +254,32 @@ class Dispatcher:
                 session_id=None, num_turns=None, error=why))
         return why
 
-    async def _attempt(self, request: DispatchRequest, attempt: int, row: dict | None) -> AgentAnswer:
+    async def _attempt(self, request: DispatchRequest, attempt: int, row: dict | None, resume_from: str | None,
+                       note: str | None) -> tuple[AgentAnswer, str | None]:
+        """Collect, re-attach or start the attempt: (its answer, its session id)."""
         run = self._run_dir(request, attempt, row)
+        session = (row or {}).get("session_id")
         if run.finished():
-            return await self._collect(request, attempt, run, reattached=True)
+            return await self._collect(request, attempt, run, reattached=True), session
         if run.started():
             await self._await_pid(run)
             if run.recorded_pid() is not None:
                 if run.is_live():
                     async with self._slot(request):
                         await self._record_start(request, attempt, run, reattached=True)
-                        await self._wait(run, proc=None)
-                return await self._collect(request, attempt, run, reattached=True)
+                        progress = await self._wait(request, attempt, run, proc=None)
+                    return await self._collect(request, attempt, run, reattached=True, progress=progress), session
+                return await self._collect(request, attempt, run, reattached=True, vanished_while_down=True), session
         async with self._slot(request):
-            proc = await self._start(request, attempt, run)
-            await self._wait(run, proc=proc)
-        return await self._collect(request, attempt, run, reattached=False)
+            session, proc = await self._start(request, attempt, run, resume_from, note)
+            progress = await self._wait(request, attempt, run, proc=proc) if proc is not False else None
+        return await self._collect(request, attempt, run, reattached=False, progress=progress), session
 
     @contextlib.asynccontextmanager
     async def _slot(self, request: DispatchRequest):
-        """agent.max_concurrent in this process, and on Postgres agent.global_max_concurrent across workers."""
-        async with self.slots:
+        """agent.max_concurrent in this process (oldest spec first), and on Postgres
+        agent.global_max_concurrent across workers."""
+        async with self.slots.hold(request.priority):
             limit = self.config.agent.global_max_concurrent if self.store.dialect == "postgresql" else 0
             if not limit:
                 yield
@@ -165,10 +298,11 @@ class Dispatcher:
     async def _await_pid(self, run: RunDir) -> None:
         deadline = run.started_epoch() + LAUNCH_GRACE_S
         while run.recorded_pid() is None and time.time() < deadline and run.exit_code() is None:
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(0.05)
 
     def _env(self, request: DispatchRequest, attempt: int, run: RunDir) -> dict[str, str]:
         env = {name: value for name, value in os.environ.items() if name not in self.unset_env}
+        env.update(self.agent.env())
         env.update(
             IWO_ROLE=request.role,
             IWO_SPEC_ID=request.spec_id,
@@ -179,73 +313,156 @@ class Dispatcher:
         )
         return env
 
-    async def _start(self, request: DispatchRequest, attempt: int, run: RunDir) -> asyncio.subprocess.Process | None:
-        """Start the attempt; the process handle in subprocess mode, None in tmux mode or on failure."""
+    def _session(self, request: DispatchRequest, attempt: int, resume_from: str | None, env: dict[str, str],
+                 note: str | None):
+        """The attempt's Claude session (None for plain agents), and the note for its trace."""
+        if not getattr(self.agent, "streams", False):
+            return None, note
+        from iwo_lite.agents.claude import Session, session_id_for
+
+        session_id = session_id_for(self.session_namespace, request.spec_id, request.step, attempt)
+        if resume_from is not None:
+            if self.agent.transcript_path(resume_from, request.cwd, env).exists():
+                return Session(session_id, resume_from), note or f"resumed session {resume_from}"
+            note = f"session {resume_from} has no transcript on this machine: started afresh"
+        return Session(session_id), note
+
+    async def _start(self, request: DispatchRequest, attempt: int, run: RunDir, resume_from: str | None,
+                     note: str | None):
+        """Start the attempt: (its session id, the process handle in subprocess mode / None in tmux /
+        False when it could not start)."""
         run.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         request.handoff_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        run.write("prompt.md", request.prompt)
+        env = self._env(request, attempt, run)
+        session, note = self._session(request, attempt, resume_from, env, note)
+        run.write("prompt.md", self.agent.stdin(request.prompt, request.role, session))
         run.write("launch", iso_utc(time.time()) + "\n")
-        await self._record_start(request, attempt, run, reattached=False)  # where and on which host, first
+        session_id = session.id if session else None
+        resumed = session.resume_from if session else None
+        # where, on which host, which session: recorded before the process exists
+        await self._record_start(request, attempt, run, reattached=False, session_id=session_id,
+                                 resumed_from=resumed, note=note)
+        argv = self.agent.argv(request.role, session=session, budget_left_usd=request.budget_left_usd)
         launch = launcher.Launch(
-            argv=tuple(self.agent.argv(request.role)), env=self._env(request, attempt, run), cwd=request.cwd,
-            title=f"{request.spec_id}:{request.role}", unset=self.unset_env, tmux_keep_s=self.config.agent.tmux_keep)
+            argv=tuple(argv), env=env, cwd=request.cwd, title=f"{request.spec_id}:{request.role}",
+            unset=self.unset_env, tmux_keep_s=self.config.agent.tmux_keep, max_output=self.config.agent.max_output)
         try:
             proc = await launcher.start(run, launch, self.config.agent.dispatch)
-        except OSError as error:  # e.g. workdir missing: the attempt fails, the loop goes on
+        except OSError as error:  # e.g. the working directory is missing: the attempt fails, the loop goes on
             run.write("stderr", f"iwo-lite could not start the agent: {error}\n")
             run.write("exit", "127\n")
             await self._record_start(request, attempt, run, reattached=False)
-            return None
+            return session_id, False
         await self._record_start(request, attempt, run, reattached=False)
-        return proc
+        await self.store.run(spec_rows.running(request.spec_id))
+        return session_id, proc
 
-    async def _record_start(self, request: DispatchRequest, attempt: int, run: RunDir, reattached: bool) -> None:
+    async def _record_start(self, request: DispatchRequest, attempt: int, run: RunDir, reattached: bool,
+                            **more) -> None:
         recorded = run.recorded_pid()
         await self.store.run(rows.attempt_started(
             request.spec_id, request.step, attempt, request.role, str(run.path),
-            recorded[0] if recorded else None, iso_utc(run.started_epoch()), reattached, HOST))
+            recorded[0] if recorded else None, iso_utc(run.started_epoch()), reattached, HOST,
+            executor_id=self.config.executor_id, **more))
 
-    async def _wait(self, run: RunDir, proc: asyncio.subprocess.Process | None) -> None:
-        """Until the run wrote its exit status, or overran agent.timeout and was killed."""
+    async def _wait(self, request: DispatchRequest, attempt: int, run: RunDir,
+                    proc: asyncio.subprocess.Process | None) -> dict | None:
+        """Until the run wrote its exit status, or overran agent.timeout, or stalled, and was killed;
+        its last progress (streaming agents)."""
         deadline = run.started_epoch() + self.config.agent.timeout
-        if proc is not None:
-            try:
-                await asyncio.wait_for(proc.wait(), max(0.0, deadline - time.time()))
-                return
-            except asyncio.TimeoutError:
-                pass
-        else:
-            while run.exit_code() is None and run.is_live() and time.time() < deadline:
-                await asyncio.sleep(POLL_S)
+        streams = getattr(self.agent, "streams", False)
+        watch = _Progress(self, request, attempt, run) if streams else None
+        while True:
+            now = time.time()
+            if now >= deadline:
+                await asyncio.to_thread(launcher.kill_run, run, "timed_out")
+                break
+            if watch is not None:
+                await watch.update()
+                if now - run.last_output_epoch() > self.config.agent.stall_timeout:
+                    log.warning("%s dispatch %02d (%s) attempt %d: no output for %gs: stalled, killed",
+                                request.spec_id, request.step, request.role, attempt, self.config.agent.stall_timeout)
+                    await asyncio.to_thread(launcher.kill_run, run, "stalled")
+                    break
+            tick = PROGRESS_S if streams else max(0.0, deadline - now)
+            if proc is not None:
+                try:
+                    await asyncio.wait_for(proc.wait(), min(tick, max(0.0, deadline - now)))
+                    break
+                except asyncio.TimeoutError:
+                    continue
             if run.exit_code() is not None or not run.is_live():
-                return
-        await asyncio.to_thread(launcher.kill_run, run, "timed_out")
+                break
+            await asyncio.sleep(min(POLL_S, tick) if tick else POLL_S)
         if proc is not None and proc.returncode is None:
             await proc.wait()
+        if watch is None:
+            return None
+        await watch.update(final=True)
+        return watch.written
 
-    async def _collect(self, request: DispatchRequest, attempt: int, run: RunDir, reattached: bool) -> AgentAnswer:
+    async def _collect(self, request: DispatchRequest, attempt: int, run: RunDir, reattached: bool,
+                       vanished_while_down: bool = False, progress: dict | None = None) -> AgentAnswer:
         exit_code = run.exit_code()
         marker = run.kill_marker()
-        if marker == "timed_out":
-            answer = AgentAnswer(error=f"agent timed out after {self.config.agent.timeout:g}s and was killed")
-        elif marker == "cancelled":
-            answer = AgentAnswer(error=CANCELLED)
+        stdout = run.read_capped("stdout", self.config.agent.max_output + 2**20)
+        stderr_tail = run.tail("stderr")
+        printed = self.agent.parse(request.role, stdout, exit_code, stderr_tail) if stdout else None
+        if marker is not None:
+            why = {"timed_out": f"agent timed out after {self.config.agent.timeout:g}s and was killed",
+                   "stalled": f"stalled: no output for {self.config.agent.stall_timeout:g}s; killed",
+                   "cancelled": CANCELLED}[marker]
+            kind = {"timed_out": "retry", "stalled": "stalled", "cancelled": "cancelled"}[marker]
+            # what the run printed before it was killed (a result after SIGTERM is paid): keep its money
+            answer = replace(printed or AgentAnswer(), verdict=None, error=why, error_class=kind)
         elif exit_code is None:
-            answer = AgentAnswer(error="agent process vanished without an exit status "
-                                 "(killed, or the machine restarted)")
+            answer = AgentAnswer(error="agent process vanished without an exit status (killed, or the machine "
+                                 "restarted)", error_class="interrupted" if vanished_while_down else "retry")
+        elif stdout is None:
+            answer = AgentAnswer(error=f"agent output is over {self.config.agent.max_output} bytes; not read "
+                                 f"(see {run.file('stdout')})", error_class="retry")
         else:
-            stdout = run.read_capped("stdout", MAX_STDOUT_BYTES)
-            if stdout is None:
-                answer = AgentAnswer(error=f"agent output is over {MAX_STDOUT_BYTES // 2**20} MiB; not read "
-                                     f"(see {run.file('stdout')})")
-            else:
-                answer = self.agent.parse(request.role, stdout, exit_code)
-            stderr_tail = run.tail("stderr")
-            if answer.error and stderr_tail:
+            answer = printed or self.agent.parse(request.role, "", exit_code, stderr_tail)
+            cut = run.read("stdout.cut")
+            if answer.error and cut:
+                answer = replace(answer, error=f"{answer.error}; output cut at {self.config.agent.max_output} bytes "
+                                 f"(agent.max_output; {cut.strip()} bytes dropped)")
+            elif answer.error and stderr_tail and stderr_tail not in answer.error:
                 answer = replace(answer, error=f"{answer.error}; stderr: {stderr_tail}")
         await self._record_start(request, attempt, run, reattached=reattached)
+        if progress is None and getattr(self.agent, "streams", False):  # collected after a restart
+            progress = _Progress.final_of(self.agent, run)
         await self.store.run(rows.attempt_finished(
             request.spec_id, request.step, attempt, exit_code=exit_code, is_error=answer.is_error,
             verdict=answer.verdict, cost_usd=answer.cost_usd, session_id=answer.session_id,
-            num_turns=answer.num_turns, error=answer.error))
+            num_turns=answer.num_turns, error=answer.error, error_class=answer.error_class,
+            denials=list(answer.denials) or None, progress=progress))
         return answer
+
+
+class _Progress:
+    """A streaming run's progress, read from its stdout as it grows; written in batches."""
+
+    def __init__(self, dispatcher: Dispatcher, request: DispatchRequest, attempt: int, run: RunDir):
+        self.store = dispatcher.store
+        self.key = (request.spec_id, request.step, attempt)
+        self.run = run
+        self.reader = dispatcher.agent.stream_reader()
+        self.written: dict | None = None
+        self.written_at = 0.0
+
+    async def update(self, final: bool = False) -> None:
+        self.reader.read_new(self.run.file("stdout"))
+        progress = dict(self.reader.progress, last_event_at=iso_utc(self.run.last_output_epoch()))
+        if progress == self.written or (not final and time.monotonic() - self.written_at < PROGRESS_WRITE_S):
+            if final:
+                self.written = progress
+            return
+        await self.store.run(rows.attempt_progress(*self.key, progress))
+        self.written, self.written_at = progress, time.monotonic()
+
+    @staticmethod
+    def final_of(agent, run: RunDir) -> dict:
+        reader = agent.stream_reader()
+        reader.read_new(run.file("stdout"))
+        return dict(reader.progress, last_event_at=iso_utc(run.last_output_epoch()))

@@ -9,7 +9,9 @@ Each attempt lives in `runs/<spec>/<NN>-<role>/attempt-<k>/`:
     stdout       the agent's stdout (Claude Code's JSON result)
     stderr       the agent's stderr
     exit         the agent's exit status, written (temp + rename) by the wrapper when it ends
+    stdout.cut   written by the wrapper when stdout went over agent.max_output (bytes dropped)
     timed_out    written before a run that overran agent.timeout is killed
+    stalled      written before a run that printed nothing for agent.stall_timeout is killed
     cancelled    written before a run is killed by `iwo-lite cancel`
 
 The directory is the truth about the attempt: a finished run (an exit status, or a kill
@@ -30,7 +32,7 @@ from pathlib import Path
 from iwo_lite.text import clean
 
 HOST = socket.gethostname()
-KILL_MARKERS = ("timed_out", "cancelled")
+KILL_MARKERS = ("timed_out", "stalled", "cancelled")
 
 
 def process_start_time(pid: int) -> str | None:
@@ -90,7 +92,7 @@ class RunDir:
         return self.exit_code() is not None or self.kill_marker() is not None
 
     def kill_marker(self) -> str | None:
-        """Why the run was killed on purpose ("timed_out", "cancelled"), or None."""
+        """Why the run was killed on purpose ("timed_out", "stalled", "cancelled"), or None."""
         return next((name for name in KILL_MARKERS if self.file(name).exists()), None)
 
     def exit_code(self) -> int | None:
@@ -111,6 +113,13 @@ class RunDir:
         if wrapper.isdigit():
             return int(wrapper), None
         return None
+
+    def last_output_epoch(self) -> float:
+        """When the agent last wrote to its stdout (or started, when it has not yet)."""
+        try:
+            return max(self.file("stdout").stat().st_mtime, self.started_epoch())
+        except FileNotFoundError:
+            return self.started_epoch()
 
     def started_epoch(self) -> float:
         for name in ("pid", "pid.wrapper", "launch"):

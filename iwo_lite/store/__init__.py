@@ -23,6 +23,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator
+from urllib.parse import quote, unquote
 
 Op = Generator[Any, Any, Any]
 
@@ -59,11 +60,21 @@ DIALECT = Dialect()
 
 
 def is_postgres(database_url: str) -> bool:
-    return database_url.split("://", 1)[0].lower().startswith("postgres")
+    return database_url.partition("://")[0].lower().startswith("postgres")
+
+
+def sqlite_url(path: Path | str) -> str:
+    """The ``sqlite:///`` URL of a file, its path percent-encoded as SQLAlchemy (and so DBOS) reads it.
+
+    SQLAlchemy ends the path at the first ``?`` and percent-decodes it, so a path holding
+    ``?``, ``%`` (or ``#``, a space) must be encoded or DBOS opens another file.
+    """
+    return "sqlite:///" + quote(str(path), safe="/")
 
 
 def sqlite_path(database_url: str) -> Path:
-    return Path(database_url[len("sqlite:///"):].split("?", 1)[0])
+    """The file of a ``sqlite:///`` URL, read as SQLAlchemy reads it: up to the first ``?``, percent-decoded."""
+    return Path(unquote(database_url[len("sqlite:///"):].partition("?")[0]))
 
 
 def prepare(database_url: str) -> None:

@@ -16,7 +16,7 @@ from iwo_lite.store import All, One, Op
 APP_NAME = "iwo-lite"
 # DBOS `application_version`: the replay contract of the loop workflow. Bump it only when a
 # code change would make an unfinished spec replay differently (see README "Upgrades").
-REPLAY_VERSION = "iwo-replay-1"
+REPLAY_VERSION = "iwo-replay-2"
 QUEUE_NAME = "iwo_specs"
 WORKFLOW_NAME = "iwo_spec"
 
@@ -41,7 +41,7 @@ class Settings(TypedDict):
 
 
 class Outcome(TypedDict):
-    """`dispatch`'s output: one role's turn."""
+    """`dispatch`'s output: one role's turn (or, with `pause`, the part of it before a pause)."""
 
     name: str
     step: int
@@ -50,8 +50,12 @@ class Outcome(TypedDict):
     summary: str
     question: str
     error: str | None
+    error_class: str | None
+    denials: list
     handoff: str
     attempts: int
+    pause: dict | None  # {"reason", "until"}: the loop sleeps, then continues the dispatch with `carry`
+    carry: dict
 
 
 class GateOpened(TypedDict):
@@ -80,15 +84,17 @@ def other_versions() -> Op:
     return [(r["version"], r["n"]) for r in rows]
 
 
-def last_dispatch(spec_id: str, role: str) -> Op:
-    """{function_id, step} of the role's most recent recorded dispatch, or None."""
-    rows = yield All("SELECT function_id, output FROM operation_outputs WHERE workflow_uuid = ?"
-                     " AND function_name = 'dispatch' AND output IS NOT NULL ORDER BY function_id DESC", (spec_id,))
-    for row in rows:
-        recorded = json.loads(row["output"])
-        if isinstance(recorded, dict) and recorded.get("role") == role:
-            return {"function_id": row["function_id"], "step": recorded.get("step") or 0}
-    return None
+def fork_point(spec_id: str, role: str) -> Op:
+    """{function_id, step} where a fork re-runs the role's most recent dispatch: its `prepare` step
+    (so a worktree spec's branch starts at the commit that dispatch started from), or None."""
+    steps = yield from step_functions(spec_id)
+    dispatches = [(fid, out) for fid, name, out in steps
+                  if name == "dispatch" and isinstance(out, dict) and out.get("role") == role and not out.get("pause")]
+    if not dispatches:
+        return None
+    fid, out = dispatches[-1]
+    prepares = [f for f, name, _ in steps if name == "prepare" and f < fid]
+    return {"function_id": prepares[-1] if prepares else fid, "step": out.get("step") or 0}
 
 
 def first_failed_step(spec_id: str) -> Op:
@@ -96,3 +102,26 @@ def first_failed_step(spec_id: str) -> Op:
     row = yield One("SELECT MIN(function_id) AS f FROM operation_outputs WHERE workflow_uuid = ? AND error IS NOT NULL",
                     (spec_id,))
     return row["f"] if row else None
+
+
+def launched_without_workflow(executor_id: str) -> Op:
+    """Specs this worker claimed whose workflow was never started (a crash in between)."""
+    rows = yield All("SELECT s.id, s.title, s.text, s.source, s.parent_id FROM iwo_specs s WHERE s.launched_by = ?"
+                     " AND s.state = 'queued' AND s.text IS NOT NULL AND NOT EXISTS"
+                     " (SELECT 1 FROM workflow_status w WHERE w.workflow_uuid = s.id)", (executor_id,))
+    return rows
+
+
+def step_functions(spec_id: str) -> Op:
+    """[(function_id, function_name, output)] of the spec's recorded steps, in order."""
+    rows = yield All("SELECT function_id, function_name, output FROM operation_outputs WHERE workflow_uuid = ?"
+                     " ORDER BY function_id", (spec_id,))
+    return [(r["function_id"], r["function_name"], json.loads(r["output"]) if r["output"] else None) for r in rows]
+
+
+def pending_executors(me: str) -> Op:
+    """Executor ids, other than `me`, of this build's unfinished workflows (SQLite: the daemon
+    holding the file's lock owns them all)."""
+    rows = yield All("SELECT DISTINCT executor_id FROM workflow_status WHERE status = 'PENDING'"
+                     " AND executor_id <> ? AND COALESCE(application_version, '') = ?", (me, REPLAY_VERSION))
+    return [r["executor_id"] for r in rows]

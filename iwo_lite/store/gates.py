@@ -104,9 +104,10 @@ def gate_of_message(notifier: str, ref: str) -> Op:
     return found["gate_id"] if found else None
 
 
-def gate_id_for(spec_id: str, step: int) -> str:
-    """A gate is named by its spec and the dispatch that asked: `<spec>#<NN>`."""
-    return f"{spec_id}#{step:02d}"
+def gate_id_for(spec_id: str, step: int, extra: str = "") -> str:
+    """A gate is named by its spec and the dispatch that asked: `<spec>#<NN>`; a gate before a
+    dispatch (budget) or at the end (merge) adds what it is: `<spec>#<NN>-budget1`, `<spec>#00-merge1`."""
+    return f"{spec_id}#{step:02d}" + (f"-{extra}" if extra else "")
 
 
 def spec_of(gate_id: str) -> str:

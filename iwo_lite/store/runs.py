@@ -8,6 +8,8 @@ its run directory is, on which host) and finished with what the run printed. The
 
 from __future__ import annotations
 
+import json
+
 from iwo_lite.store import All, One, Op, Write
 from iwo_lite.times import utc_now
 
@@ -36,30 +38,66 @@ def handoff_texts(spec_id: str) -> Op:
 
 
 def attempt_started(spec_id: str, step: int, attempt: int, role: str, run_dir: str, pid: int | None,
-                    started_at: str, reattached: bool, host: str) -> Op:
-    yield Write("INSERT INTO iwo_attempts (spec_id, step, attempt, role, run_dir, pid, started_at, reattached, host)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    started_at: str, reattached: bool, host: str, *, session_id: str | None = None,
+                    resumed_from: str | None = None, executor_id: str | None = None, note: str | None = None) -> Op:
+    """The attempt's row, written before its process starts (where, on which host, which session)."""
+    yield Write("INSERT INTO iwo_attempts (spec_id, step, attempt, role, run_dir, pid, started_at, reattached, host,"
+                " session_id, resumed_from, executor_id, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (spec_id, step, attempt) DO UPDATE SET"
                 " pid = COALESCE(excluded.pid, iwo_attempts.pid),"
+                " session_id = COALESCE(iwo_attempts.session_id, excluded.session_id),"
+                " resumed_from = COALESCE(iwo_attempts.resumed_from, excluded.resumed_from),"
+                " note = COALESCE(iwo_attempts.note, excluded.note),"
                 " reattached = CASE WHEN excluded.reattached > iwo_attempts.reattached"
                 " THEN excluded.reattached ELSE iwo_attempts.reattached END",
-                (spec_id, step, attempt, role, run_dir, pid, started_at, int(reattached), host))
+                (spec_id, step, attempt, role, run_dir, pid, started_at, int(reattached), host, session_id,
+                 resumed_from, executor_id, note))
 
 
 def attempt(spec_id: str, step: int, attempt: int) -> Op:
-    """{run_dir, host, pid, finished_at, error} of one attempt, or None."""
-    return (yield One("SELECT run_dir, host, pid, finished_at, error FROM iwo_attempts"
+    """{run_dir, host, pid, finished_at, error, error_class, session_id} of one attempt, or None."""
+    return (yield One("SELECT run_dir, host, pid, finished_at, error, error_class, session_id FROM iwo_attempts"
                       " WHERE spec_id = ? AND step = ? AND attempt = ?", (spec_id, step, attempt)))
 
 
 def attempt_finished(spec_id: str, step: int, attempt: int, *, exit_code: int | None, is_error: bool,
                      verdict: str | None, cost_usd: float, session_id: str | None, num_turns: int | None,
-                     error: str | None) -> Op:
+                     error: str | None, error_class: str | None = None, denials: list | None = None,
+                     progress: dict | None = None) -> Op:
     yield Write("UPDATE iwo_attempts SET finished_at = COALESCE(finished_at, ?), exit_code = ?, is_error = ?,"
-                " verdict = ?, cost_usd = ?, session_id = ?, num_turns = ?, error = ?"
+                " verdict = ?, cost_usd = ?, session_id = COALESCE(?, session_id), num_turns = ?, error = ?,"
+                " error_class = ?, denials = ?, progress = COALESCE(?, progress)"
                 " WHERE spec_id = ? AND step = ? AND attempt = ?",
-                (utc_now(), exit_code, int(is_error), verdict, cost_usd, session_id, num_turns, error,
+                (utc_now(), exit_code, int(is_error), verdict, cost_usd, session_id, num_turns, error, error_class,
+                 json.dumps(denials) if denials else None, json.dumps(progress) if progress else None,
                  spec_id, step, attempt))
+
+
+def attempt_progress(spec_id: str, step: int, attempt: int, progress: dict) -> Op:
+    """A running attempt's progress (turns, tool, tokens, cost_usd, last_event_at), written in batches."""
+    yield Write("UPDATE iwo_attempts SET progress = ? WHERE spec_id = ? AND step = ? AND attempt = ?"
+                " AND finished_at IS NULL", (json.dumps(progress), spec_id, step, attempt))
+
+
+def step_commits(spec_id: str, step: int, start_commit: str | None, commit_sha: str | None) -> Op:
+    yield Write("UPDATE iwo_steps SET start_commit = COALESCE(?, start_commit), commit_sha = COALESCE(?, commit_sha)"
+                " WHERE spec_id = ? AND step = ?", (start_commit, commit_sha, spec_id, step))
+
+
+def spent(spec_id: str) -> Op:
+    """{role: usd} this spec spent, and the total."""
+    rows = yield All("SELECT role, COALESCE(SUM(cost_usd), 0) AS usd FROM iwo_attempts WHERE spec_id = ?"
+                     " GROUP BY role ORDER BY role", (spec_id,))
+    by_role = {r["role"]: r["usd"] for r in rows}
+    return by_role, sum(by_role.values())
+
+
+def spent_since(since: str) -> Op:
+    """{spec id: usd} spent by attempts started since `since` (ISO), and the total."""
+    rows = yield All("SELECT spec_id, COALESCE(SUM(cost_usd), 0) AS usd FROM iwo_attempts WHERE started_at >= ?"
+                     " GROUP BY spec_id ORDER BY usd DESC", (since,))
+    by_spec = {r["spec_id"]: r["usd"] for r in rows}
+    return by_spec, sum(by_spec.values())
 
 
 def unfinished_run_dirs(spec_id: str) -> Op:
@@ -68,14 +106,18 @@ def unfinished_run_dirs(spec_id: str) -> Op:
 
 
 def steps_of(spec_id: str) -> Op:
-    return (yield All("SELECT step, role, started_at, finished_at, verdict, summary, question, handoff, error"
-                      " FROM iwo_steps WHERE spec_id = ? ORDER BY step", (spec_id,)))
+    return (yield All("SELECT step, role, started_at, finished_at, verdict, summary, question, handoff, error,"
+                      " start_commit, commit_sha FROM iwo_steps WHERE spec_id = ? ORDER BY step", (spec_id,)))
 
 
 def attempts_of(spec_id: str) -> Op:
-    return (yield All("SELECT step, attempt, pid, started_at, finished_at, exit_code, is_error, verdict, cost_usd,"
-                      " session_id, num_turns, error, reattached, run_dir"
-                      " FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,)))
+    rows = yield All("SELECT step, attempt, pid, started_at, finished_at, exit_code, is_error, verdict, cost_usd,"
+                     " session_id, num_turns, error, reattached, run_dir, resumed_from, error_class, denials,"
+                     " progress, note FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,))
+    for row in rows:
+        row["denials"] = json.loads(row["denials"]) if row["denials"] else []
+        row["progress"] = json.loads(row["progress"]) if row["progress"] else None
+    return rows
 
 
 # -- agent.global_max_concurrent: slots shared by every worker (Postgres) ----------------------

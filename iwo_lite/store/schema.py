@@ -145,6 +145,49 @@ MIGRATIONS: list[str] = [
         FROM iwo_gate_messages;
     DROP TABLE iwo_gate_messages;
     """,
+    # 6: the real agents' work. Specs: their text (a submit needs no DBOS: the daemon starts the
+    # workflow), who started their workflow, the git base and branch, a pause, the budget cap.
+    # Dispatches: the commit they started from and made. Attempts: the session continued, the
+    # error class, denied tools, live progress (batched), a note. The outbox of notifications
+    # and the leases (which worker runs the bot).
+    """
+    ALTER TABLE iwo_specs ADD COLUMN text TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN launched_by TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN launched_at TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN base_commit TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN base_branch TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN branch TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN head TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN paused_until TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN pause_reason TEXT;
+    ALTER TABLE iwo_specs ADD COLUMN budget_usd REAL;
+    ALTER TABLE iwo_specs ADD COLUMN budget_day TEXT;
+    CREATE INDEX iwo_specs_unlaunched ON iwo_specs (launched_at, created_at);
+    ALTER TABLE iwo_steps ADD COLUMN start_commit TEXT;
+    ALTER TABLE iwo_steps ADD COLUMN commit_sha TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN resumed_from TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN error_class TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN denials TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN progress TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN note TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN executor_id TEXT;
+    CREATE INDEX iwo_attempts_started ON iwo_attempts (started_at);
+    CREATE TABLE iwo_outbox (
+        key         TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        spec_id     TEXT NOT NULL,
+        gate_id     TEXT,
+        created_at  TEXT NOT NULL,
+        sent_at     TEXT,
+        outcome     TEXT
+    );
+    CREATE INDEX iwo_outbox_unsent ON iwo_outbox (sent_at, created_at);
+    CREATE TABLE iwo_leases (
+        name        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        expires_at  TEXT NOT NULL
+    );
+    """,
 ]
 # Postgres only, after the migration of that number: the short, stable gate number that
 # Telegram buttons carry (SQLite has it built in as the table's rowid).

@@ -10,7 +10,9 @@ the reads behind `status`: the spec table and the "saved by replay" figures.
 
 from __future__ import annotations
 
-from iwo_lite.store import All, One, Op, Write
+import json
+
+from iwo_lite.store import DIALECT, All, One, Op, Write
 from iwo_lite.times import utc_now
 
 STATES = ("queued", "running", "waiting", "done", "rejected", "failed", "cancelled")
@@ -18,12 +20,41 @@ FINAL_STATES = ("done", "rejected", "failed", "cancelled")
 _LIVE = "('queued', 'running', 'waiting')"
 
 
-def queued(spec_id: str, title: str, source: str | None) -> Op:
-    """A submitted spec's row; False when the id already existed (it is kept as it is)."""
+def queued(spec_id: str, title: str, source: str | None, text: str | None = None,
+           base_commit: str | None = None, base_branch: str | None = None) -> Op:
+    """A submitted spec's row, with its text and the workdir's git HEAD (for its branch); False when
+    the id already existed (it is kept as it is). The daemon starts its workflow (`unlaunched`)."""
     now = utc_now()
-    return (yield Write("INSERT INTO iwo_specs (id, title, state, source, created_at, updated_at)"
-                        " VALUES (?, ?, 'queued', ?, ?, ?) ON CONFLICT DO NOTHING",
-                        (spec_id, title, source, now, now))) == 1
+    return (yield Write("INSERT INTO iwo_specs (id, title, state, source, text, base_commit, base_branch,"
+                        " created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (spec_id, title, source, text, base_commit, base_branch, now, now))) == 1
+
+
+SPEC_CHANNEL = "iwo_specs"  # Postgres: NOTIFY'd after a submit; every worker listens
+
+
+def announce_queued() -> Op:
+    """Postgres: tell every worker (on any machine) that a spec was queued. SQLite: nothing."""
+    if (yield DIALECT) == "postgresql":
+        yield One("SELECT pg_notify(?, '')", (SPEC_CHANNEL,))
+
+
+def unlaunched(limit: int) -> Op:
+    """Queued specs whose workflow nobody has started yet, oldest first."""
+    return (yield All("SELECT id, title, text, source, parent_id FROM iwo_specs WHERE launched_at IS NULL"
+                      " AND state = 'queued' AND text IS NOT NULL ORDER BY created_at, id LIMIT ?", (limit,)))
+
+
+def launched(spec_id: str, executor_id: str) -> Op:
+    """Claim the start of a spec's workflow; exactly one claimer (worker) wins."""
+    return (yield Write("UPDATE iwo_specs SET launched_by = ?, launched_at = ? WHERE id = ? AND launched_at IS NULL",
+                        (executor_id, utc_now(), spec_id))) == 1
+
+
+def active_count(executor_id: str) -> Op:
+    """Specs this worker started that want an agent now (queued or running, not paused)."""
+    return (yield One("SELECT COUNT(*) AS n FROM iwo_specs WHERE launched_by = ? AND state IN ('queued', 'running')"
+                      " AND paused_until IS NULL", (executor_id,)))["n"]
 
 
 def forked(parent_id: str, from_role: str) -> Op:
@@ -44,20 +75,58 @@ def forked(parent_id: str, from_role: str) -> Op:
     return new_id
 
 
-def admitted(spec_id: str, title: str, source: str | None, parent_id: str | None) -> Op:
-    """The workflow started: running (the row is made if the spec was queued by DBOS alone)."""
+def admitted(spec_id: str, title: str, source: str | None, parent_id: str | None,
+             budget_usd: float | None = None) -> Op:
+    """The workflow started (the row is made if the spec was queued by DBOS alone, e.g. a fork);
+    it stays `queued` until its first agent starts. Its budget cap is set once."""
     now = utc_now()
-    yield Write("INSERT INTO iwo_specs (id, title, state, source, parent_id, created_at, updated_at)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET state = 'running', updated_at = excluded.updated_at"
-                " WHERE iwo_specs.state IN ('queued', 'running')",
-                (spec_id, title, source, parent_id, now, now))
+    yield Write("INSERT INTO iwo_specs (id, title, state, source, parent_id, budget_usd, created_at, updated_at)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET budget_usd = COALESCE(iwo_specs.budget_usd, excluded.budget_usd),"
+                " updated_at = excluded.updated_at WHERE iwo_specs.state IN ('queued', 'running')",
+                (spec_id, title, source, parent_id, budget_usd, now, now))
 
 
 def at_step(spec_id: str, step: int, role: str) -> Op:
-    yield Write("UPDATE iwo_specs SET state = 'running', step = ?, role = ?, question = NULL, deadline = NULL,"
-                f" gate_id = NULL, updated_at = ? WHERE id = ? AND state IN {_LIVE}",
+    """A dispatch begins: its role and number; running again after a gate or a pause (a spec
+    whose first agent has not started yet stays queued)."""
+    yield Write("UPDATE iwo_specs SET state = CASE WHEN state = 'queued' THEN 'queued' ELSE 'running' END,"
+                " step = ?, role = ?, question = NULL, deadline = NULL, gate_id = NULL, paused_until = NULL,"
+                f" pause_reason = NULL, updated_at = ? WHERE id = ? AND state IN {_LIVE}",
                 (step, role, utc_now(), spec_id))
+
+
+def running(spec_id: str) -> Op:
+    """Its first agent process started."""
+    yield Write("UPDATE iwo_specs SET state = 'running', updated_at = ? WHERE id = ? AND state = 'queued'",
+                (utc_now(), spec_id))
+
+
+def paused(spec_id: str, until: str, reason: str) -> Op:
+    """Backing off (overload, rate limit) or waiting for a usage limit's reset: still running."""
+    yield Write("UPDATE iwo_specs SET state = 'running', paused_until = ?, pause_reason = ?, updated_at = ?"
+                f" WHERE id = ? AND state IN {_LIVE}", (until, reason, utc_now(), spec_id))
+
+
+def on_branch(spec_id: str, branch: str | None, head: str | None) -> Op:
+    """The spec's git branch and its tip (worktree mode)."""
+    yield Write("UPDATE iwo_specs SET branch = COALESCE(?, branch), head = COALESCE(?, head) WHERE id = ?",
+                (branch, head, spec_id))
+
+
+def base(spec_id: str) -> Op:
+    """{base_commit, base_branch, branch, head, budget_usd, budget_day, title} of a spec, or None."""
+    return (yield One("SELECT base_commit, base_branch, branch, head, budget_usd, budget_day, title FROM iwo_specs"
+                      " WHERE id = ?", (spec_id,)))
+
+
+def budget_raised(spec_id: str, by_usd: float) -> Op:
+    yield Write("UPDATE iwo_specs SET budget_usd = COALESCE(budget_usd, 0) + ? WHERE id = ?", (by_usd, spec_id))
+
+
+def budget_day_allowed(spec_id: str, day: str) -> Op:
+    """The human let this spec go past the daily cap for `day` (YYYY-MM-DD, UTC)."""
+    yield Write("UPDATE iwo_specs SET budget_day = ? WHERE id = ?", (day, spec_id))
 
 
 def waiting(spec_id: str, gate_id: str, question: str, deadline: str) -> Op:
@@ -104,12 +173,19 @@ def current_gate(spec_id: str) -> Op:
 # -- status ----------------------------------------------------------------------------------
 
 SPEC_FIELDS = ("id", "title", "state", "role", "step", "question", "deadline", "updated_at",
-               "dispatches", "cost_usd", "error", "created_at", "parent_id")
+               "dispatches", "cost_usd", "error", "created_at", "parent_id", "paused_until", "pause_reason",
+               "gate_reason", "progress", "branch", "head", "budget_usd")
+# progress: the running attempt's, batched by the daemon (iwo_attempts.progress, JSON)
 SPEC_QUERY = """
 SELECT s.id, s.title, s.state, s.role, s.step, s.question, s.deadline, s.updated_at,
        (SELECT COUNT(*) FROM iwo_attempts a WHERE a.spec_id = s.id) AS dispatches,
        (SELECT COALESCE(SUM(a.cost_usd), 0) FROM iwo_attempts a WHERE a.spec_id = s.id) AS cost_usd,
-       s.error, s.created_at, s.parent_id
+       s.error, s.created_at, s.parent_id, s.paused_until, s.pause_reason,
+       CASE WHEN s.state = 'waiting' THEN (SELECT g.reason FROM iwo_gates g WHERE g.id = s.gate_id) END
+         AS gate_reason,
+       CASE WHEN s.state = 'running' THEN (SELECT a.progress FROM iwo_attempts a WHERE a.spec_id = s.id
+         AND a.finished_at IS NULL ORDER BY a.step DESC, a.attempt DESC LIMIT 1) END AS progress,
+       s.branch, s.head, s.budget_usd
 FROM iwo_specs s
 {where}
 ORDER BY s.updated_at DESC, s.id
@@ -125,6 +201,7 @@ def listed(limit: int | None = None, spec_id: str | None = None) -> Op:
     specs = [{field: row[field] for field in SPEC_FIELDS} for row in rows]
     for spec in specs:
         spec["cost_usd"] = round(spec["cost_usd"] or 0.0, 6)
+        spec["progress"] = json.loads(spec["progress"]) if spec["progress"] else None
     if spec_id or not limit:
         return specs, 0
     total = (yield One("SELECT COUNT(*) AS n FROM iwo_specs"))["n"]

@@ -51,3 +51,16 @@ def claimed(executor_id: str, me: str, silent_since: str) -> Op:
 
 def listed() -> Op:
     return (yield All("SELECT executor_id, host, stopped_at FROM iwo_workers ORDER BY executor_id"))
+
+
+def leased(name: str, holder: str, now: str, until: str) -> Op:
+    """Take or renew the lease `name` until `until`: True while `holder` holds it (it was free,
+    expired, or already ours)."""
+    return (yield Write("INSERT INTO iwo_leases (name, holder, expires_at) VALUES (?, ?, ?)"
+                        " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+                        " WHERE iwo_leases.holder = excluded.holder OR iwo_leases.expires_at < ?",
+                        (name, holder, until, now))) == 1
+
+
+def released(name: str, holder: str) -> Op:
+    yield Write("DELETE FROM iwo_leases WHERE name = ? AND holder = ?", (name, holder))

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("durable", "agents", "handoff"),  # durable: the only dbos importer; agents/*: what a command is
     ("runs", "workspace"),  # runs/*: journal, launcher, dispatcher (and the reaper)
-    ("gates", "notify"),  # one answer path; notifiers
+    ("gates", "notify", "budget"),  # one answer path; notifiers; spending caps
     ("loop",),  # the workflow: glue over steps
     ("workers", "inbox", "intake"),
     ("daemon",),

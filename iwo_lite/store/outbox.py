@@ -1,0 +1,35 @@
+"""The outbox: what the notifiers must tell the humans, written durably by the loop's steps.
+
+A step that opens a gate, reminds, answers one, pauses or ends a spec adds a row under a key
+naming the event (`gate:<id>:question`, `spec:<id>:done`, ...): a re-run step adds nothing new.
+The worker that runs the notifiers (holding the `notifier` lease) sends the rows not yet sent,
+oldest first, and marks each sent: at-least-once (a crash between sending and marking may send
+one twice), the same for every worker's specs.
+"""
+
+from __future__ import annotations
+
+from iwo_lite.store import All, Op, Write
+from iwo_lite.times import utc_now
+
+
+def added(key: str, kind: str, spec_id: str, gate_id: str | None = None) -> Op:
+    """True when the event is new (a re-run step finds it already there)."""
+    return (yield Write("INSERT INTO iwo_outbox (key, kind, spec_id, gate_id, created_at) VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT DO NOTHING", (key, kind, spec_id, gate_id, utc_now()))) == 1
+
+
+def unsent(limit: int = 50) -> Op:
+    return (yield All("SELECT key, kind, spec_id, gate_id, created_at FROM iwo_outbox WHERE sent_at IS NULL"
+                      " ORDER BY created_at, key LIMIT ?", (limit,)))
+
+
+def sent(key: str, outcome: str) -> Op:
+    yield Write("UPDATE iwo_outbox SET sent_at = ?, outcome = ? WHERE key = ? AND sent_at IS NULL",
+                (utc_now(), outcome, key))
+
+
+def skipped_before(before: str) -> Op:
+    """Events older than `before` that nobody sent (no notifier was running): not sent late."""
+    return (yield Write("UPDATE iwo_outbox SET sent_at = ?, outcome = 'skipped (too old)' WHERE sent_at IS NULL"
+                        " AND created_at < ?", (utc_now(), before)))
