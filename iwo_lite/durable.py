@@ -2,13 +2,14 @@
 
 Owns DBOS's configuration (pinned application_version, the portable JSON serializer, polling
 intervals), preparing a database (our tables and DBOS's), launching and stopping DBOS in the
-daemon, the client the shell uses, the decorators and calls the loop uses, and the two DBOS
+daemon, the client the shell uses, the decorators and calls the loop uses, and the DBOS
 internals iwo-lite needs that have no public form, behind one shim (`Internals`) that
 `check_internals()` verifies (a test fails loudly if an upgrade moves them):
 
 * recovering the specs of another executor (a silent worker): `DBOS._recover_pending_workflows`,
   what DBOS's admin endpoint /dbos-workflow-recovery calls;
-* waking this process's `recv` at once after the daemon's own `send` (on SQLite DBOS polls).
+* waking this process's `recv` at once after the daemon's own `send` (on SQLite DBOS polls);
+* slowing the polls of DBOS's own background threads that have no setting (quiet when idle).
 
 Importing this module costs ~0.6 s (SQLAlchemy, psycopg): commands that can answer without
 DBOS (`status`, `doctor`, answers) never import it.
@@ -16,6 +17,7 @@ DBOS (`status`, `doctor`, answers) never import it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -32,14 +34,22 @@ WorkflowCancelled = dbos_error.DBOSWorkflowCancelledError
 StepRetriesExceeded = dbos_error.DBOSMaxStepRetriesExceeded
 SERIALIZER = DBOSPortableJSONSerializer()
 
-# recv() and queue dequeues are polled on SQLite, each waiter queried at every poll, so idle
-# CPU grows with open gates x poll rate. Every answer reaches a gate through the daemon, which
-# wakes the waiting recv at once (Internals.wake_waiter), so the poll is only a fallback:
-# DBOS's default 1 s keeps 50 open gates at a few % of a core. 0.2 s for the queue: a spec
-# waits that long at most before its first step. Measured in bench/ (BENCHMARKS.md).
-# $IWO_NOTIFICATION_POLL_S overrides the first (the benchmark compares 0.1 s and 1 s).
-NOTIFICATION_POLL_S = 1.0
-QUEUE_POLL_S = 0.2
+# Quiet when idle: what DBOS polls, and how often (measured in bench/idle.py, BENCHMARKS.md).
+# recv() is polled on SQLite, every waiter at every poll, so idle CPU grows with open gates x
+# poll rate. Every answer reaches a gate through the daemon, which wakes the waiting recv at once
+# (Internals.wake_waiter), and a recv's deadline is its own timer, so the poll is only a fallback.
+# $IWO_NOTIFICATION_POLL_S overrides it (the benchmarks compare 0.1 s and 1 s).
+NOTIFICATION_POLL_S = 10.0
+# The queue only carries forked and resumed specs (submitted specs are started by the daemon's
+# Starter at once): one of those waits at most this long for its first step.
+QUEUE_POLL_S = 5.0
+# DBOS's own queue: recovery re-enqueues every unfinished spec there at launch, so it keeps DBOS's
+# default 1 s for the first RECOVERY_WINDOW_S after launch, then this (a resumed cancelled spec, a
+# silent worker's specs taken over, wait at most this long).
+INTERNAL_QUEUE_POLL_S = 5.0
+RECOVERY_WINDOW_S = 20.0
+BACKGROUND_JOBS_S = 10.0  # DBOS's sweep of delayed and timed-out workflows (iwo-lite uses neither); default 1 s
+SCHEDULER_POLL_S = 600.0  # DBOS's scheduler (iwo-lite schedules nothing); default 30 s
 STEP_RETRIES = dict(retries_allowed=True, max_attempts=4, interval_seconds=0.5, backoff_rate=2.0)
 # Every daemon restart counts as a recovery attempt; a gate may wait through many restarts.
 MAX_RECOVERY_ATTEMPTS = 1_000_000
@@ -63,6 +73,7 @@ def dbos_config(config: Config) -> DBOSConfig:
         "executor_id": config.executor_id,
         "serializer": SERIALIZER,
         "notification_listener_polling_interval_sec": notification_poll_s(),
+        "scheduler_polling_interval_sec": SCHEDULER_POLL_S,
         "log_level": "WARNING",
     }
     unknown = set(settings) - set(DBOSConfig.__annotations__)
@@ -94,10 +105,13 @@ def prepare_database(config: Config) -> None:
 
 
 async def launch(config: Config) -> None:
-    """Launch DBOS inside the running event loop (it recovers this executor's unfinished specs)."""
+    """Launch DBOS inside the running event loop (it recovers this executor's unfinished specs:
+    they go through DBOS's internal queue, polled every second for RECOVERY_WINDOW_S, then slower)."""
     DBOS(config=dbos_config(config))
+    Internals.quiet()
     DBOS.launch()
     await DBOS.register_queue_async(QUEUE_NAME, polling_interval_sec=QUEUE_POLL_S)
+    asyncio.get_running_loop().call_later(RECOVERY_WINDOW_S, Internals.quiet_internal_queue)
 
 
 def destroy() -> None:
@@ -165,7 +179,7 @@ class Client:
                                        queue_name=QUEUE_NAME)
 
 
-# -- the two internals ---------------------------------------------------------------------
+# -- the internals -------------------------------------------------------------------------
 
 
 class Internals:
@@ -175,6 +189,24 @@ class Internals:
     def recover_executors(executor_ids: list[str]) -> list:
         """Hand a gone executor's PENDING workflows back to the queue (/dbos-workflow-recovery)."""
         return DBOS._recover_pending_workflows(executor_ids)
+
+    @staticmethod
+    def quiet() -> None:
+        """Slow the polls of DBOS's own background threads that have no setting (see the constants
+        above): its background jobs and its scheduler's first minute. Before DBOS.launch()."""
+        from dbos import _scheduler, _workflow_commands
+
+        _workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = BACKGROUND_JOBS_S
+        _scheduler._STARTUP_FAST_POLL_DURATION_SEC = 0.0  # it polls every 1 s for a minute after launch
+
+    @staticmethod
+    def quiet_internal_queue() -> None:
+        """After the launch's recovery: DBOS's internal queue polled every INTERNAL_QUEUE_POLL_S."""
+        from dbos import _dbos
+
+        instance = _dbos._dbos_global_instance
+        if instance is not None:
+            instance._registry.get_internal_queue()._polling_interval_sec = INTERNAL_QUEUE_POLL_S
 
     @staticmethod
     def wake_waiter(workflow: str, topic: str) -> bool:
@@ -215,6 +247,14 @@ def check_internals() -> list[str]:
         missing.append("SystemDatabase._waiter")
     if system_db is not None and "notifications_map" not in getattr(system_db.__init__, "__code__", None).co_names:
         missing.append("SystemDatabase.notifications_map")
+    from dbos import _queue, _scheduler, _workflow_commands
+
+    if not isinstance(getattr(_workflow_commands, "_BACKGROUND_JOBS_INTERVAL_SEC", None), (int, float)):
+        missing.append("dbos._workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC")
+    if not isinstance(getattr(_scheduler, "_STARTUP_FAST_POLL_DURATION_SEC", None), (int, float)):
+        missing.append("dbos._scheduler._STARTUP_FAST_POLL_DURATION_SEC")
+    if "_polling_interval_sec" not in getattr(_queue.Queue.__init__, "__code__", None).co_names:
+        missing.append("Queue._polling_interval_sec")
     events = getattr(_sys_db, "ThreadSafeEventDict", None)
     if events is None or not callable(getattr(events, "get", None)):
         missing.append("ThreadSafeEventDict.get")

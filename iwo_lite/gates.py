@@ -35,7 +35,7 @@ from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import specs as spec_rows
 
 log = logging.getLogger("iwo_lite")
-WAKE_SWEEP_S = 5.0  # safety net: wake answered gates even if a poke was lost
+WAKE_SWEEP_S = 30.0  # safety net: wake answered gates even if a poke (SIGUSR1, NOTIFY) was lost
 WakeFn = Callable[[str, str], Awaitable[None]]  # (gate id, spec id)
 
 

@@ -6,16 +6,20 @@ in size and mtime for SETTLE_S), submitting each exactly once, and moving it to 
 spec id is derived from the file's name and content (submit.derive_id), so a crash between
 "submitted" and "moved" resubmits the same id, which starts nothing new.
 
-A cheap poll (one directory listing a second) rather than a file-watching library: the inbox
-is one flat folder that receives a few files a day, polling works the same on Linux and macOS
-and on network filesystems, and it adds no dependency.
+Quiet when idle: on Linux the folder is watched with inotify (through ctypes: no dependency),
+so a dropped file is looked at at once and the daemon otherwise sleeps (a sweep every
+SWEEP_S in case an event was lost, e.g. on a network filesystem); elsewhere, or when inotify is
+not available, a cheap poll (one directory listing every POLL_S). A file not yet settled is
+looked at again SETTLE_S later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,8 +30,11 @@ from iwo_lite.intake import Spec, load_spec
 
 log = logging.getLogger("iwo_lite.inbox")
 
-POLL_S = 1.0
+POLL_S = 1.0  # without inotify
+SWEEP_S = 60.0  # with inotify: a safety net
 SETTLE_S = 1.0
+# inotify(7): a file closed after writing, moved in, created, or its metadata changed
+IN_EVENTS = 0x8 | 0x80 | 0x100 | 0x4
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".swx", ".crdownload", ".download", "~")
 
 
@@ -44,14 +51,31 @@ class InboxWatcher:
     async def run_forever(self) -> None:
         for folder in (self.inbox, self.inbox / "done", self.inbox / "rejected"):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        while True:
-            try:
-                await self.scan()
-            except Exception as error:  # a vanished or unreadable file: log it, keep watching
-                log.warning("inbox: %s", error)
-            await asyncio.sleep(POLL_S)
+        wake = asyncio.Event()
+        watch = _inotify(self.inbox)
+        loop = asyncio.get_running_loop()
+        if watch is not None:
+            loop.add_reader(watch, lambda: (_drain(watch), wake.set()))
+        try:
+            while True:
+                unsettled = 0
+                try:
+                    unsettled = await self.scan()
+                except Exception as error:  # a vanished or unreadable file: log it, keep watching
+                    log.warning("inbox: %s", error)
+                quiet = SWEEP_S if watch is not None else POLL_S
+                try:
+                    await asyncio.wait_for(wake.wait(), SETTLE_S + 0.05 if unsettled else quiet)
+                except asyncio.TimeoutError:
+                    pass
+                wake.clear()
+        finally:
+            if watch is not None:
+                loop.remove_reader(watch)
+                os.close(watch)
 
-    async def scan(self) -> None:
+    async def scan(self) -> int:
+        """Take each settled file; how many are still settling (look again SETTLE_S later)."""
         with os.scandir(self.inbox) as entries:
             files = [entry for entry in entries if entry.is_file(follow_symlinks=False) and is_candidate(entry.name)]
         present = {entry.name for entry in files}
@@ -64,6 +88,7 @@ class InboxWatcher:
                 continue
             del self._seen[entry.name]
             await self.take(Path(entry.path))
+        return len(self._seen)
 
     async def take(self, path: Path) -> None:
         try:
@@ -78,6 +103,32 @@ class InboxWatcher:
         created = await self.submit(replace(spec, source=str(target)))
         os.replace(path, target)
         log.info("inbox: %s %s as spec %s", "submitted" if created else "already had", path.name, spec.id)
+
+
+def _inotify(folder: Path) -> int | None:
+    """A non-blocking inotify descriptor watching `folder`, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            return None
+        if libc.inotify_add_watch(fd, os.fsencode(folder), IN_EVENTS) < 0:
+            os.close(fd)
+            return None
+        return fd
+    except (OSError, AttributeError):
+        return None
+
+
+def _drain(fd: int) -> None:
+    """Read the pending events (what changed does not matter: the folder is scanned)."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except (BlockingIOError, OSError):
+        pass
 
 
 def _free_name(folder: Path, name: str) -> Path:
