@@ -76,12 +76,23 @@ summary    default "fake <role> summary"
 question   put in the verdict object when given; with verdict "blocker" and no
            question, defaults to "fake <role> question?". Setting verdict,
            summary or question to null omits that key from the verdict object.
+ignore_term  true: the agent ignores SIGTERM (only SIGKILL ends it)
 sleep      seconds to wait before answering (small chunks; SIGTERM/SIGINT kill
            at once: both are reset to SIG_DFL)
 cost       total_cost_usd (default 0.01), reported in every mode that prints JSON
 code       exit code for mode "exit" (default 3)
 bytes      filler size for mode "huge" (default 5_000_000)
 lines      stderr line count for mode "stderr_noise" (default 20_000, ~1.3 MB)
+write      {"relative/path": "content", ...}: files the agent writes in its cwd
+           (parent directories made; a null content deletes the file), after
+           its `sleep` and before it answers, in every mode that answers
+           (not in hang, spawn_child, exit, garbage). Paths are relative to
+           the cwd and may not leave it.
+git_commit "message": after writing, the agent commits everything in its cwd
+           itself (`git add -A` + `git commit -m message`, as
+           "Fake Agent <fake-agent@example.invalid>", hooks and signing off;
+           nothing to commit is not an error). The commit's sha is logged as
+           "git_commit" in the end line.
 mode       one of:
   ok              exit 0; the result text holds an earlier DECOY ```json block
                   ({"verdict": "decoy", ...}) and the real verdict as the LAST
@@ -343,6 +354,39 @@ class _Log:
             os.close(fd)
 
 
+def _write_files(files: dict) -> None:
+    """The entry's "write": each path (relative to the cwd, never outside it) gets its content."""
+    if not isinstance(files, dict):
+        raise ValueError('"write" must be an object {"relative/path": "content"}')
+    cwd = os.path.realpath(os.getcwd())
+    for rel, content in files.items():
+        path = os.path.realpath(os.path.join(cwd, rel))
+        if os.path.isabs(rel) or not path.startswith(cwd + os.sep):
+            raise ValueError(f"write: {rel!r} is not a path inside the cwd")
+        if content is None:
+            if os.path.lexists(path):
+                os.unlink(path)
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(str(content))
+
+
+def _git_commit(message: str) -> str | None:
+    """`git add -A` + `git commit -m message` in the cwd as the fake agent; the new HEAD (None
+    when there was nothing to commit)."""
+    ident = ["-c", "user.name=Fake Agent", "-c", "user.email=fake-agent@example.invalid",
+             "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null"]
+    subprocess.run(["git", *ident, "add", "-A"], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    staged = subprocess.run(["git", "diff", "--cached", "--quiet"], capture_output=True, stdin=subprocess.DEVNULL)
+    if staged.returncode == 0:
+        return None
+    subprocess.run(["git", *ident, "commit", "-q", "--no-verify", "-m", message], check=True, capture_output=True,
+                   stdin=subprocess.DEVNULL)
+    return subprocess.run(["git", "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL).stdout.strip()
+
+
 def _out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -372,6 +416,7 @@ def main() -> int:
     }
     if os.environ.get("FAKE_CLAUDE_LOG_PROMPT") == "1":
         base["prompt"] = prompt
+    base["env_names"] = sorted(os.environ)  # which variables the agent sees (never their values)
     log = _Log(base)
 
     try:
@@ -386,6 +431,8 @@ def main() -> int:
     mode = e["mode"]
     base.update(n=n, mode=mode)
 
+    if e.get("ignore_term"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if mode == "spawn_child":
         child = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL)
         base["child_pid"] = child.pid
@@ -405,6 +452,13 @@ def main() -> int:
     if mode == "garbage":
         _out("this is not json\n")
         return finish(0)
+    try:
+        _write_files(e.get("write") or {})
+        if e.get("git_commit"):
+            base["git_commit"] = _git_commit(str(e["git_commit"]))
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+        print(f"fake_claude: write/git_commit failed: {exc}", file=sys.stderr)
+        return finish(BAD_SCENARIO_EXIT)
     if mode in ("is_error", "is_error_exit0"):
         res = _result(e, role, started, plen, is_error=True, result=e.get("error_text", "API Error: 529 overloaded"),
                       api_error_status=e.get("api_error_status"))

@@ -57,7 +57,7 @@ from iwo_lite.agents.answer import AgentAnswer
 from iwo_lite.config import Config
 from iwo_lite.home import Home
 from iwo_lite.runs import launcher
-from iwo_lite.runs.journal import HOST, RunDir
+from iwo_lite.runs.journal import HOST, RunDir, process_start_time
 from iwo_lite.store import AsyncStore
 from iwo_lite.store import runs as rows
 from iwo_lite.store import specs as spec_rows
@@ -259,6 +259,9 @@ class Dispatcher:
         """Collect, re-attach or start the attempt: (its answer, its session id)."""
         run = self._run_dir(request, attempt, row)
         session = (row or {}).get("session_id")
+        if row is not None and row["finished_at"] is None and row["pid"] and not run.started() \
+                and row["host"] in (None, HOST):
+            return await self._orphan(request, attempt, run, row), session
         if run.finished():
             return await self._collect(request, attempt, run, reattached=True), session
         if run.started():
@@ -274,6 +277,24 @@ class Dispatcher:
             session, proc = await self._start(request, attempt, run, resume_from, note)
             progress = await self._wait(request, attempt, run, proc=proc) if proc is not False else None
         return await self._collect(request, attempt, run, reattached=False, progress=progress), session
+
+    async def _orphan(self, request: DispatchRequest, attempt: int, run: RunDir, row: dict) -> AgentAnswer:
+        """The attempt started here, but its run directory is gone (deleted while the daemon was down):
+        its output is lost with it. Whatever of it still runs is stopped (never two at once), and the
+        next attempt continues its session (Claude Code keeps the transcript elsewhere)."""
+        from iwo_lite.runs import reaper
+
+        alive = process_start_time(row["pid"]) == row.get("pid_start") if row.get("pid_start") else False
+        stopped = await asyncio.to_thread(reaper.kill_tree, row["pid"], launcher.KILL_GRACE_S, run_dir=str(run.path),
+                                          start_time=row.get("pid_start")) if alive else 0
+        why = (f"its run directory {run.path} was deleted" + (f" while it ran (stopped {stopped} process(es))"
+               if stopped else "") + "; its output is lost")
+        log.warning("%s dispatch %02d (%s) attempt %d: %s", request.spec_id, request.step, request.role, attempt, why)
+        answer = AgentAnswer(error=why, error_class="interrupted")
+        await self.store.run(rows.attempt_finished(
+            request.spec_id, request.step, attempt, exit_code=None, is_error=True, verdict=None, cost_usd=0.0,
+            session_id=None, num_turns=None, error=why, error_class="interrupted"))
+        return answer
 
     @contextlib.asynccontextmanager
     async def _slot(self, request: DispatchRequest):
@@ -345,7 +366,8 @@ class Dispatcher:
         argv = self.agent.argv(request.role, session=session, budget_left_usd=request.budget_left_usd)
         launch = launcher.Launch(
             argv=tuple(argv), env=env, cwd=request.cwd, title=f"{request.spec_id}:{request.role}",
-            unset=self.unset_env, tmux_keep_s=self.config.agent.tmux_keep, max_output=self.config.agent.max_output)
+            unset=self.unset_env, tmux_keep_s=self.config.agent.tmux_keep, max_output=self.config.agent.max_output,
+            interrupt_s=launcher.INTERRUPT_S if getattr(self.agent, "interrupt_first", False) else 0.0)
         try:
             proc = await launcher.start(run, launch, self.config.agent.dispatch)
         except OSError as error:  # e.g. the working directory is missing: the attempt fails, the loop goes on
@@ -363,7 +385,7 @@ class Dispatcher:
         await self.store.run(rows.attempt_started(
             request.spec_id, request.step, attempt, request.role, str(run.path),
             recorded[0] if recorded else None, iso_utc(run.started_epoch()), reattached, HOST,
-            executor_id=self.config.executor_id, **more))
+            executor_id=self.config.executor_id, pid_start=recorded[1] if recorded else None, **more))
 
     async def _wait(self, request: DispatchRequest, attempt: int, run: RunDir,
                     proc: asyncio.subprocess.Process | None) -> dict | None:

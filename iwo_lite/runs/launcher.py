@@ -15,6 +15,7 @@ anything left (`reaper.stop`).
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import subprocess
 import time
@@ -27,6 +28,7 @@ from iwo_lite.times import iso_utc
 
 TMUX_SESSION = "iwo"
 KILL_GRACE_S = 3.0  # SIGTERM to SIGKILL
+INTERRUPT_S = 2.0  # Claude Code: SIGINT first, and this long for it to end (reaper --interrupt)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Launch:
     unset: tuple[str, ...] = ()  # variables a tmux window must not inherit from the tmux server
     tmux_keep_s: float = 600.0
     max_output: int = reaper.DEFAULT_MAX_OUTPUT
+    interrupt_s: float = 0.0  # stopped on purpose: SIGINT to the agent first, this long (reaper --interrupt)
 
 
 async def start(run: RunDir, launch: Launch, mode: str) -> asyncio.subprocess.Process | None:
@@ -51,7 +54,8 @@ async def start(run: RunDir, launch: Launch, mode: str) -> asyncio.subprocess.Pr
     if mode == "tmux":
         pid = await _start_in_tmux(launch)
     else:
-        argv = reaper.wrapper_argv(launch.argv, grace_s=KILL_GRACE_S, max_output=launch.max_output)
+        argv = reaper.wrapper_argv(launch.argv, grace_s=KILL_GRACE_S, max_output=launch.max_output,
+                                   interrupt_s=launch.interrupt_s)
         if not launch.cwd.is_dir():  # the wrapper would start and then fail; say it plainly
             raise FileNotFoundError(2, "No such file or directory", str(launch.cwd))
         proc = await asyncio.create_subprocess_exec(
@@ -72,11 +76,13 @@ async def _start_in_tmux(launch: Launch) -> int:
     reaper copies the agent's output to the pane (--tee) and keeps the window open afterwards.
     """
     if await _tmux("has-session", "-t", TMUX_SESSION, check=False) != 0:
-        await _tmux("new-session", "-d", "-s", TMUX_SESSION, "-n", "iwo-lite", check=False)
+        # the tmux server started here keeps this environment for good: no secrets in it
+        await _tmux("new-session", "-d", "-s", TMUX_SESSION, "-n", "iwo-lite", check=False,
+                    env={k: v for k, v in os.environ.items() if k not in launch.unset})
     passed = {k: v for k, v in launch.env.items() if k.startswith(("IWO_", "CLAUDE_CODE_"))}
     unset = [arg for name in launch.unset for arg in ("-u", name)]
     argv = reaper.wrapper_argv(launch.argv, grace_s=KILL_GRACE_S, max_output=launch.max_output, tee=True,
-                               keep_s=launch.tmux_keep_s)
+                               keep_s=launch.tmux_keep_s, interrupt_s=launch.interrupt_s)
     out = await _tmux(
         "new-window", "-d", "-t", f"{TMUX_SESSION}:", "-n", launch.title, "-c", str(launch.cwd),
         "-P", "-F", "#{pane_pid}",
@@ -86,10 +92,10 @@ async def _start_in_tmux(launch: Launch) -> int:
     return int(out.strip())
 
 
-async def _tmux(*args: str, check: bool = True, capture: bool = False):
+async def _tmux(*args: str, check: bool = True, capture: bool = False, env: dict | None = None):
     """Run a tmux command; its stdout when `capture`, else its exit status."""
     proc = await asyncio.create_subprocess_exec(
-        "tmux", *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        "tmux", *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out, err = await proc.communicate()
     if check and proc.returncode != 0:
         raise OSError(f"tmux {args[0]} failed: {err.decode(errors='replace').strip()}")
@@ -109,7 +115,8 @@ def kill_run(run: RunDir, marker: str, grace_s: float = KILL_GRACE_S) -> bool:
     recorded = run.recorded_pid()
     start = recorded[1] if recorded and recorded[1] not in (None, "?") else None
     wrapper = reaper.wrapper_pid(run.path)
-    killed = reaper.stop(str(run.path), grace_s, start_time=start if recorded and recorded[0] == wrapper else None)
+    killed = reaper.stop(str(run.path), grace_s, margin_s=2.0 + INTERRUPT_S,
+                         start_time=start if recorded and recorded[0] == wrapper else None)
     return was_live or killed > 0
 
 

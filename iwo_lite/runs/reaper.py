@@ -18,6 +18,9 @@ or, the same without compiling this file at every start (~5 ms; what `wrapper_ar
     --tee            also copy the agent's stdout and stderr (both then pipes) to this process's
                      stdout: a tmux pane's live view. Never blocks: what the terminal does not
                      take at once is not shown (the files get everything)
+    --interrupt S    when the run is stopped, first SIGINT to the agent alone (the rest of its tree
+                     frozen) and up to S seconds for it to end, then the SIGTERM to all (default
+                     0: none). Claude Code's abort: no further API call, unlike SIGTERM
     --keep S         after `exit` is written, print "[iwo-lite] <IWO_SPEC_ID> <IWO_ROLE> attempt
                      <IWO_ATTEMPT> exited <status>" and stay S seconds (a tmux window stays
                      open); SIGTERM/SIGINT/SIGHUP end the stay at once
@@ -83,7 +86,7 @@ PIPE_SIZE = 1 << 20  # Linux: fewer wake-ups for writer and copier (the default 
 KILL_WAIT_S = 5.0  # after SIGKILL, how long the wrapper waits for the tree to vanish
 PR_SET_CHILD_SUBREAPER = 36
 USAGE = ("usage: IWO_RUN_DIR=DIR python3 -I -S reaper.py [--grace S] [--max-output BYTES] "
-         "[--tee] [--keep S] -- ARGV...\n")
+         "[--tee] [--keep S] [--interrupt S] -- ARGV...\n")
 
 
 # ---------------------------------------------------------------------------- processes
@@ -376,7 +379,7 @@ BOOTSTRAP = "import sys; sys.path.append(sys.argv[1]); import reaper; reaper.scr
 
 def wrapper_argv(agent_argv: list[str] | tuple[str, ...], *, grace_s: float = DEFAULT_GRACE_S,
                  max_output: int = DEFAULT_MAX_OUTPUT, tee: bool = False, keep_s: float = 0.0,
-                 python: str | None = None) -> list[str]:
+                 python: str | None = None, interrupt_s: float = 0.0) -> list[str]:
     """The argv that runs `agent_argv` under this wrapper (IWO_RUN_DIR must be in its environment).
 
     `python -I -S -c BOOTSTRAP DIR OPTIONS -- ARGV`: the same as `python -I -S reaper.py OPTIONS
@@ -393,6 +396,8 @@ def wrapper_argv(agent_argv: list[str] | tuple[str, ...], *, grace_s: float = DE
         argv.append("--tee")
     if keep_s:
         argv += ["--keep", f"{keep_s:g}"]
+    if interrupt_s:
+        argv += ["--interrupt", f"{interrupt_s:g}"]
     return argv + ["--", *agent_argv]
 
 
@@ -403,12 +408,12 @@ class _Usage(Exception):
 
 
 def _parse(args: list[str]) -> dict:
-    opts = {"grace": DEFAULT_GRACE_S, "max_output": DEFAULT_MAX_OUTPUT, "tee": False, "keep": 0.0}
+    opts = {"grace": DEFAULT_GRACE_S, "max_output": DEFAULT_MAX_OUTPUT, "tee": False, "keep": 0.0, "interrupt": 0.0}
     i = 0
     while i < len(args) and args[i] != "--":
         arg = args[i]
         name, eq, value = arg.partition("=")
-        key = {"--grace": "grace", "--max-output": "max_output", "--keep": "keep"}.get(name)
+        key = {"--grace": "grace", "--max-output": "max_output", "--keep": "keep", "--interrupt": "interrupt"}.get(name)
         if arg == "--tee":
             opts["tee"] = True
         elif key is not None:
@@ -438,7 +443,10 @@ def _exit_code(wait_status: int) -> int:
 
 
 class _Stream:
-    """One pipe from the agent, copied into its file (up to `cap` bytes) and to the tee."""
+    """One pipe from the agent, copied into its file (up to `cap` bytes) and to the tee.
+
+    A full disk never loses what the agent printed nor blocks it: what cannot be written yet is
+    kept in memory (at most `cap` bytes) and written when there is room again (`flush`)."""
 
     def __init__(self, read_fd: int, file_fd: int, cap: int | None):
         self.fd = read_fd
@@ -447,6 +455,7 @@ class _Stream:
         self.kept = 0
         self.dropped = 0
         self.open = True
+        self.pending = bytearray()
 
     def pump(self, tee: "_Tee | None") -> None:
         try:
@@ -462,15 +471,24 @@ class _Stream:
         size = len(data)
         room = size if self.cap is None else max(0, min(size, self.cap - self.kept))
         if room:
-            try:
-                _write_all(self.file_fd, data if room == size else memoryview(data)[:room])
-                self.kept += room
-            except OSError:  # disk full: stop keeping, never stop draining
-                self.cap = self.kept
-                room = 0
+            self.pending += data if room == size else memoryview(data)[:room]
+            self.kept += room
+            self.flush()
         self.dropped += size - room
         if tee is not None:
             tee.write(data)
+
+    def flush(self) -> bool:
+        """Write what is pending; False while the disk has no room for it (it stays pending)."""
+        while self.pending:
+            try:
+                written = os.write(self.file_fd, self.pending)
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    return False
+                raise
+            del self.pending[:written]
+        return True
 
 
 class _Tee:
@@ -506,8 +524,10 @@ def _write_all(fd: int, data) -> None:
 
 
 class _Reaper:
-    def __init__(self, run_dir: str, argv: list[str], grace: float, max_output: int, tee: bool, keep: float):
+    def __init__(self, run_dir: str, argv: list[str], grace: float, max_output: int, tee: bool, keep: float,
+                 interrupt: float = 0.0):
         self.run_dir = run_dir
+        self.interrupt = interrupt
         self.argv = argv
         self.grace = grace
         self.max_output = max_output
@@ -534,6 +554,33 @@ class _Reaper:
         finally:
             os.close(fd)
         os.replace(temp, self.path(name))
+
+    def wrote(self, name: str, text: str) -> bool:
+        """write_atomic; False when the disk is full (nothing half-written is left)."""
+        try:
+            self.write_atomic(name, text)
+            return True
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            try:
+                os.unlink(self.path(name + ".tmp"))
+            except OSError:
+                pass
+            return False
+
+    def wait_for_room(self, done) -> None:
+        """Until `done()` (a write) succeeds: on a full disk the output and the exit status wait
+        here, in memory, so the finished call is collected (never paid again) once there is room.
+        A second stop signal gives up (the run then looks vanished, as after a crash)."""
+        warned = False
+        while not done():
+            if not warned:
+                sys.stderr.write("iwo-lite wrapper: the disk is full; waiting for room to save the agent's output\n")
+                warned = True
+            if self.stops >= 2:
+                return
+            self.poll(1.0)
 
     def create(self, name: str) -> int:
         fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -578,6 +625,7 @@ class _Reaper:
             self.reap()
         self.end_tree()
         self.drain()
+        self.wait_for_room(lambda: all(stream.flush() for stream in self.streams))
         os.close(out_fd)
         os.close(err_fd)
         if self.notes:
@@ -587,8 +635,8 @@ class _Reaper:
             self.status = 128 + (self.stop_sig or signal.SIGKILL)
         dropped = self.streams[0].dropped if self.streams and self.streams[0].cap is not None else 0
         if dropped:
-            self.write_atomic("stdout.cut", f"{dropped}\n")
-        self.write_atomic("exit", f"{self.status}\n")
+            self.wait_for_room(lambda: self.wrote("stdout.cut", f"{dropped}\n"))
+        self.wait_for_room(lambda: self.wrote("exit", f"{self.status}\n"))
         if self.keep > 0 and self.stop_sig != signal.SIGHUP:
             self.linger()
         return self.status
@@ -686,6 +734,9 @@ class _Reaper:
             return
         never = frozenset((self.me,))
         known = _freeze(self.tree(), never)
+        if self.interrupt > 0 and self.status is None and self.agent in known:
+            self.interrupt_agent()
+            known = _living(known)
         if known and self.grace > 0:
             for pid in known:
                 _signal(pid, signal.SIGTERM)
@@ -707,6 +758,18 @@ class _Reaper:
                 left = sorted(set(_living(known)) | set(self.tree()))
                 self.notes.append(f"iwo-lite wrapper: could not kill {left}\n")
                 break
+
+    def interrupt_agent(self) -> None:
+        """--interrupt S: SIGINT to the agent alone (the rest of its tree stays frozen) and up to
+        S seconds for it to end, before the SIGTERM to all. Claude Code takes SIGINT as an
+        abort: it stops its tools and makes no further API call, where on SIGTERM while a tool
+        has run for a few seconds it stops that tool and asks the model for one more (paid) turn."""
+        _signal(self.agent, signal.SIGINT)
+        _signal(self.agent, signal.SIGCONT)
+        end = time.monotonic() + self.interrupt
+        while self.status is None and self.stops < 2 and time.monotonic() < end:
+            self.poll(min(0.05, max(0.0, end - time.monotonic())))
+            self.reap()
 
     def drain(self) -> None:
         """What is still in the pipes, now that every writer is gone (never waits for one that
@@ -798,7 +861,8 @@ def main(args: list[str] | None = None) -> int:
     if not run_dir:
         os.write(2, f"reaper: {RUN_DIR_ENV} is not set\n{USAGE}".encode())
         return 2
-    return _Reaper(run_dir, opts["argv"], opts["grace"], opts["max_output"], opts["tee"], opts["keep"]).run()
+    return _Reaper(run_dir, opts["argv"], opts["grace"], opts["max_output"], opts["tee"], opts["keep"],
+                   opts["interrupt"]).run()
 
 
 def script(args: list[str] | None = None) -> None:

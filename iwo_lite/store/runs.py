@@ -39,24 +39,27 @@ def handoff_texts(spec_id: str) -> Op:
 
 def attempt_started(spec_id: str, step: int, attempt: int, role: str, run_dir: str, pid: int | None,
                     started_at: str, reattached: bool, host: str, *, session_id: str | None = None,
-                    resumed_from: str | None = None, executor_id: str | None = None, note: str | None = None) -> Op:
-    """The attempt's row, written before its process starts (where, on which host, which session)."""
+                    resumed_from: str | None = None, executor_id: str | None = None, note: str | None = None,
+                    pid_start: str | None = None) -> Op:
+    """The attempt's row, written before its process starts (where, on which host, which session),
+    then with its pid and the pid's start time (which tell it from a later process of that pid)."""
     yield Write("INSERT INTO iwo_attempts (spec_id, step, attempt, role, run_dir, pid, started_at, reattached, host,"
-                " session_id, resumed_from, executor_id, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " session_id, resumed_from, executor_id, note, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (spec_id, step, attempt) DO UPDATE SET"
                 " pid = COALESCE(excluded.pid, iwo_attempts.pid),"
+                " pid_start = COALESCE(excluded.pid_start, iwo_attempts.pid_start),"
                 " session_id = COALESCE(iwo_attempts.session_id, excluded.session_id),"
                 " resumed_from = COALESCE(iwo_attempts.resumed_from, excluded.resumed_from),"
                 " note = COALESCE(iwo_attempts.note, excluded.note),"
                 " reattached = CASE WHEN excluded.reattached > iwo_attempts.reattached"
                 " THEN excluded.reattached ELSE iwo_attempts.reattached END",
                 (spec_id, step, attempt, role, run_dir, pid, started_at, int(reattached), host, session_id,
-                 resumed_from, executor_id, note))
+                 resumed_from, executor_id, note, pid_start))
 
 
 def attempt(spec_id: str, step: int, attempt: int) -> Op:
-    """{run_dir, host, pid, finished_at, error, error_class, session_id} of one attempt, or None."""
-    return (yield One("SELECT run_dir, host, pid, finished_at, error, error_class, session_id FROM iwo_attempts"
+    """{run_dir, host, pid, pid_start, finished_at, error, error_class, session_id} of one attempt, or None."""
+    return (yield One("SELECT run_dir, host, pid, pid_start, finished_at, error, error_class, session_id FROM iwo_attempts"
                       " WHERE spec_id = ? AND step = ? AND attempt = ?", (spec_id, step, attempt)))
 
 

@@ -171,6 +171,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE iwo_attempts ADD COLUMN progress TEXT;
     ALTER TABLE iwo_attempts ADD COLUMN note TEXT;
     ALTER TABLE iwo_attempts ADD COLUMN executor_id TEXT;
+    ALTER TABLE iwo_attempts ADD COLUMN pid_start TEXT;
     CREATE INDEX iwo_attempts_started ON iwo_attempts (started_at);
     CREATE TABLE iwo_outbox (
         key         TEXT PRIMARY KEY,
