@@ -7,7 +7,7 @@ throughput.py). For each spec:
 
 spec wall time: DBOS's own record of the workflow's steps (`operation_outputs`, ms), from the
 start of its first step (`admit`) to the end of its last (`finish`). agent time: one detached
-run of the agent as the daemon starts it (the `/bin/sh` wrapper from iwo_lite/runs/launcher.py, its
+run of the agent as the daemon starts it (the reaper wrapper, iwo_lite/runs/reaper.py, its
 run directory, the agent, the exit status written and renamed), measured in the same run by a
 shell loop that does nothing else (file timestamps are too coarse, ~4 ms, to time one run).
 The rest is iwo-lite: the prompt, DBOS step checkpoints, our ledger rows, starting the process
@@ -57,14 +57,16 @@ def raw_commit_seconds(samples: int = 2000) -> tuple[float, str]:
 
 
 def agent_run_seconds(runs: int = 300) -> float:
-    """Seconds per detached run of the instant agent (wrapper + agent + exit file), from a shell loop."""
-    from iwo_lite.runs.launcher import wrapper_script
+    """Seconds per detached run of the instant agent (the reaper wrapper + agent + exit file), from a shell loop."""
+    import shlex
+
+    from iwo_lite.runs.reaper import wrapper_argv
 
     root = Path(tempfile.mkdtemp(prefix="iwo-bench-agent-"))
     agent = write_instant_agent(root)
-    (root / "wrapper.sh").write_text(wrapper_script())
+    wrapper = shlex.join(wrapper_argv([str(agent)]))
     loop = (f'i=0; while [ $i -lt {runs} ]; do d="{root}/run-$i"; mkdir "$d"; echo prompt > "$d/prompt.md"; '
-            f'IWO_RUN_DIR="$d" IWO_ROLE=reviewer /bin/sh "{root}/wrapper.sh" "{agent}"; i=$((i+1)); done')
+            f'IWO_RUN_DIR="$d" IWO_ROLE=reviewer {wrapper}; i=$((i+1)); done')
     empty = f'i=0; while [ $i -lt {runs} ]; do d="{root}/empty-$i"; mkdir "$d"; echo prompt > "$d/prompt.md"; i=$((i+1)); done'
     timings = []
     for script in (loop, empty):

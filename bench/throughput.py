@@ -4,7 +4,7 @@ agent.max_concurrent 1, 4 and 16 (200 specs = 1,200 dispatches each).
 The agent is a shell script that prints a fixed valid result for its role ($IWO_ROLE) — about
 1-2 ms of work — so the figure is about iwo-lite, not the agent. The baseline, measured in the
 same run at the same concurrency: the same agent started the way the daemon starts it (the
-detached `/bin/sh` wrapper from iwo_lite/runs/launcher.py, a run directory with prompt.md, stdout,
+detached reaper wrapper (iwo_lite/runs/reaper.py), a run directory with prompt.md, stdout,
 stderr, exit) by a bare thread pool — what launching the processes alone costs.
 
     python bench/throughput.py [--specs 200] [--levels 1,4,16]
@@ -106,7 +106,7 @@ def measure_iwo(specs: int, max_concurrent: int) -> dict:
 
 def measure_raw(dispatches: int, concurrency: int) -> float:
     """Agent processes per second when only launched and waited for, the daemon's way."""
-    from iwo_lite.runs.launcher import wrapper_script
+    from iwo_lite.runs.reaper import wrapper_argv
 
     root = Path(tempfile.mkdtemp(prefix="iwo-bench-raw-"))
     agent = write_instant_agent(root)
@@ -117,7 +117,7 @@ def measure_raw(dispatches: int, concurrency: int) -> float:
         run.mkdir()
         (run / "prompt.md").write_text("prompt\n")
         env = dict(os.environ, IWO_ROLE=roles[index % 6], IWO_RUN_DIR=str(run), IWO_ATTEMPT="1")
-        subprocess.run(["/bin/sh", "-c", wrapper_script(), "iwo-run", str(agent)], env=env, stdin=subprocess.DEVNULL,
+        subprocess.run(wrapper_argv([str(agent)]), env=env, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, check=True)
         if not (run / "exit").exists():
             raise SystemExit("bench: the raw run wrote no exit status")

@@ -145,7 +145,7 @@ class AgentConfig:
     retries: int = key(2, check.int_at_least(0))
     dispatch: str = key("subprocess", check.choice(DISPATCH_MODES))
     tmux_keep: float = key(600.0, check.duration)  # seconds a finished tmux window stays open ("10m")
-    kind: str | None = key(None, check.choice(AGENT_KINDS))  # None: "claude" when the executable is named claude
+    kind: str | None = key(None, check.choice_or_auto(AGENT_KINDS))  # None: "claude" when the executable is named claude
     stall_timeout: float = key(600.0, check.duration)  # no stream event for this long: the run is stalled ("10m")
     overload_wait: float = key(7200.0, check.duration)  # backing off from 429/529 at most this long in all ("2h")
     max_output: int = key(20 * 2**20, check.size)  # bytes of an agent's stdout kept ("20MiB")
@@ -238,7 +238,7 @@ class Config:
     worker_timeout: float = key(30.0, check.duration_at_least(MIN_WORKER_TIMEOUT_S, "a worker's heartbeat comes "
                                                              f"every {MIN_WORKER_TIMEOUT_S / 3:g}s"))
     workdir: Path = key(Path("."), check.nonempty_string)  # absolute once loaded
-    workspace: str | None = key(None, check.choice(WORKSPACES))  # None: "worktree" when workdir is a git repository
+    workspace: str | None = key(None, check.choice_or_auto(WORKSPACES))  # None: "worktree" when workdir is a git repository
     agent: AgentConfig = field(default_factory=AgentConfig)
     roles: Mapping[str, RoleConfig] = field(default_factory=_default_roles)  # all six roles
     loop: LoopConfig = field(default_factory=LoopConfig)

@@ -154,6 +154,16 @@ def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
 MAX_DURATION_S = 365 * 86400.0
 
 
+def choice_or_auto(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+    """One of `options`, or "" for None: iwo-lite chooses (e.g. from what it finds)."""
+    one = choice(options)
+
+    def check(value: Any) -> str | None:
+        return None if value == "" else one(value)
+
+    return check
+
+
 def duration(value: Any, *, allow_empty: bool = False) -> float | None:
     if isinstance(value, bool):
         raise Bad(f"{_DURATION_HELP}, {got(value)}")
