@@ -68,6 +68,7 @@ POLL_S = 0.25  # how often a run that is not our child (re-attached, tmux) is ch
 PROGRESS_S = 1.0  # how often a streaming run's output is read
 PROGRESS_WRITE_S = 2.0  # at most this often a changed progress is written to the database
 SLOT_POLL_S = 0.5  # how often a dispatch waiting for a global slot asks again
+CANCEL_CHECK_S = 5.0  # how often a running attempt looks whether its spec was cancelled (from another machine)
 MAX_ATTEMPTS = 50  # a safety net over attempts that are not counted as tries (interrupted, no session)
 OUT_OF_REACH = "is out of reach from"
 CANCELLED = "agent run stopped by `iwo-lite cancel`"
@@ -394,11 +395,17 @@ class Dispatcher:
         deadline = run.started_epoch() + self.config.agent.timeout
         streams = getattr(self.agent, "streams", False)
         watch = _Progress(self, request, attempt, run) if streams else None
+        next_cancel_check = time.time() + CANCEL_CHECK_S
         while True:
             now = time.time()
             if now >= deadline:
                 await asyncio.to_thread(launcher.kill_run, run, "timed_out")
                 break
+            if now >= next_cancel_check:  # `cancel` given on another machine (it cannot reach this run)
+                next_cancel_check = now + CANCEL_CHECK_S
+                if await self.store.run(spec_rows.state(request.spec_id)) == "cancelled":
+                    await asyncio.to_thread(launcher.kill_run, run, "cancelled")
+                    break
             if watch is not None:
                 await watch.update()
                 if now - run.last_output_epoch() > self.config.agent.stall_timeout:
@@ -406,7 +413,7 @@ class Dispatcher:
                                 request.spec_id, request.step, request.role, attempt, self.config.agent.stall_timeout)
                     await asyncio.to_thread(launcher.kill_run, run, "stalled")
                     break
-            tick = PROGRESS_S if streams else max(0.0, deadline - now)
+            tick = PROGRESS_S if streams else min(CANCEL_CHECK_S, max(0.0, deadline - now))
             if proc is not None:
                 try:
                     await asyncio.wait_for(proc.wait(), min(tick, max(0.0, deadline - now)))

@@ -121,5 +121,6 @@ def kill_run(run: RunDir, marker: str, grace_s: float = KILL_GRACE_S) -> bool:
 
 
 def stop_runs(run_dirs: list[str]) -> int:
-    """Stop the runs of a cancelled spec (`cancel`, from the shell or a notifier); how many were live."""
-    return sum(kill_run(RunDir(Path(run_dir)), "cancelled") for run_dir in run_dirs)
+    """Stop the runs of a cancelled spec (`cancel`, from the shell or a notifier); how many were live.
+    A run directory not on this machine is left to its worker, which sees the spec cancelled."""
+    return sum(kill_run(RunDir(Path(run_dir)), "cancelled") for run_dir in run_dirs if Path(run_dir).is_dir())
