@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     fork = command("fork", "re-run a spec from a role's most recent step, as a new spec")
     fork.add_argument("spec_id", metavar="ID")
     fork.add_argument("--from", dest="from_role", required=True, metavar="ROLE")
+    clean = command("clean", "remove the worktrees of finished specs (and with --branches their iwo/<id> branches)")
+    clean.add_argument("spec_ids", nargs="*", metavar="ID", help="only these specs (default: every finished spec)")
+    clean.add_argument("--branches", action="store_true", help="also delete the specs' branches iwo/<id>")
     command("demo", "the whole loop on a sample spec with a built-in offline agent, in a temporary home")
     command("doctor", "check config, agent command, database, tmux and Telegram settings")
     service = command("service", "run the daemon as a user service: systemd (Linux) or launchd (macOS)")
@@ -184,7 +187,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         gate = answer_from_shell(config, args.spec_id, args.command, args.note)
         print(f"{args.command}: gate {gate} of spec {args.spec_id}")
         return EXIT_OK
-    if args.command in ("cancel", "resume", "fork"):
+    if args.command in ("cancel", "resume", "fork", "clean"):
         from iwo_lite import operations
 
         return getattr(operations, args.command)(config, args)

@@ -95,8 +95,13 @@ def check_ready(config: Config) -> None:
         raise UserError(f'roles.{full[0]}.permissions = "full": running as root, Claude Code refuses '
                         "--dangerously-skip-permissions unless IS_SANDBOX=1 is set; export IS_SANDBOX=1 if this "
                         "machine is a sandbox, or choose another profile")
-    if config.workspace == "worktree" and not workspace.is_repository(str(config.workdir)):
-        raise UserError(f'workspace = "worktree", but workdir {config.workdir} is not a git repository')
+    if config.workspace == "worktree":
+        repo = workspace.describe_repo(str(config.workdir))
+        if not repo["repository"]:
+            raise UserError(f'workspace = "worktree", but workdir {config.workdir} is not a git repository')
+        if not repo["head"]:
+            raise UserError(f'workspace = "worktree", but the repository at workdir {config.workdir} has no commit '
+                            "yet: each spec's branch starts from one")
 
 
 async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
@@ -335,13 +340,21 @@ def remove_spec_worktree(config: Config, home: Home, spec_id: str) -> None:
 class Courier:
     """Sends the outbox to the notifiers: gate questions, reminders, answered marks, spec events.
 
-    On Postgres only the worker holding the `notifier` lease runs its notifiers (two bots polling
-    one token conflict); the lease lasts worker_timeout and is renewed every third of it, so when
-    that worker dies another with a notifier configured takes over within worker_timeout and sends
-    what is left in the outbox — gates and events of specs on every worker. Sending is
-    at-least-once: a crash between sending and marking a row sent may send it twice."""
+    Only the worker holding the `notifier` lease runs its notifiers (on Postgres two bots polling
+    one token would conflict; on SQLite the one daemon always holds it). Every worker with a
+    notifier configured contends: the first to find the lease free (or expired) takes it. The
+    holder renews it every worker_timeout / 3 for LEASE_SHARE x worker_timeout; the others look
+    as often. So when the holder dies another worker with a notifier configured holds the lease
+    within worker_timeout of the holder's last renewal, starts its notifiers, and sends what is
+    left in the outbox (gates and events of specs on every worker); a holder that stops cleanly
+    frees the lease at once. A row that could not be sent at all (the service down) stays in the
+    outbox and is tried again. Sending is at-least-once: a crash between sending a row and
+    marking it sent may send it twice.
+
+    Woken by this worker's loop, and on Postgres by NOTIFY iwo_outbox (a row added by any worker)."""
 
     LEASE = "notifier"
+    LEASE_SHARE = 2 / 3  # of worker_timeout: renewed every third, so one late renewal is not a loss
 
     def __init__(self, store: AsyncStore, config: Config, notifiers: list):
         self.store = store
@@ -349,6 +362,9 @@ class Courier:
         self.notifiers = notifiers
         self._kick = asyncio.Event()
         self.leading = False
+        self._renewed = 0.0  # time.monotonic() of the last renewal
+        self._listener: asyncio.Task | None = None
+        self._warned = False
 
     def wake(self) -> None:
         self._kick.set()
@@ -356,6 +372,8 @@ class Courier:
     async def run_forever(self) -> None:
         if not self.notifiers:
             return
+        if self.store.dialect == "postgresql":  # rows added on other workers
+            self._listener = asyncio.create_task(self._listen_forever(), name="iwo-outbox")
         while True:
             wait = COURIER_SWEEP_S
             try:
@@ -373,24 +391,39 @@ class Courier:
         """Take or renew the lease; start the notifiers when it is won, stop them when it is lost."""
         now = time.time()
         holds = await self.store.run(worker_rows.leased(self.LEASE, self.config.executor_id, iso_utc(now),
-                                                        iso_utc(now + self.config.worker_timeout)))
+                                                        iso_utc(now + self.config.worker_timeout * self.LEASE_SHARE)))
+        if holds:
+            self._renewed = time.monotonic()
         if holds and not self.leading:
             self.leading = True
             await self.store.run(outbox.skipped_before(iso_utc(now - OUTBOX_MAX_AGE_S)))
             for notifier in self.notifiers:
                 notifier.start()
-            log.info("notifiers on: this worker sends the notifications")
+            log.info("notifiers on: this worker (%s) holds the notifier lease and sends the notifications",
+                     self.config.executor_id)
         elif not holds and self.leading:
             await self._stop_notifiers()
             log.warning("the notifier lease went to another worker; this worker's notifiers are off")
 
     async def deliver(self) -> bool:
-        """Send every unsent row; False when a notifier was not ready (the rows wait for it)."""
+        """Send every unsent row; False when a notifier was not ready or a row could not be sent now
+        (the rows wait for the next round)."""
         if not all(getattr(n, "is_ready", lambda: True)() for n in self.notifiers):
             return False
         while rows := await self.store.run(outbox.unsent()):
             for row in rows:
-                refs = await self._send(row)
+                if time.monotonic() - self._renewed >= self._renew_every():
+                    await self._lead()  # a long delivery keeps the lease
+                    if not self.leading:
+                        return True
+                try:
+                    refs = await self._send(row)
+                except Exception as error:  # e.g. Telegram down: the row stays, the next round tries again
+                    if not self._warned:
+                        log.warning("could not send %s now (%s); trying again", row["key"], error)
+                        self._warned = True
+                    return False
+                self._warned = False
                 await self.store.run(outbox.sent(row["key"], ", ".join(refs) or "nothing to send"))
         return True
 
@@ -415,12 +448,26 @@ class Courier:
             refs += [f"{notifier.name}:{ref}" for ref in await notifier.send_event(event)]
         return refs
 
+    async def _listen_forever(self) -> None:
+        """Postgres: a row added to the outbox on any worker (NOTIFY iwo_outbox) is looked at now."""
+        from iwo_lite.store import pg
+
+        while True:
+            try:
+                async for _ in pg.listen(self.config.database_url, outbox.OUTBOX_CHANNEL):
+                    self.wake()
+            except Exception as error:
+                log.warning("listening for notifications to send failed: %s", error)
+            await asyncio.sleep(COURIER_SWEEP_S)
+
     async def _stop_notifiers(self) -> None:
         self.leading = False
         for notifier in self.notifiers:
             await notifier.stop()
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
         if self.leading:
             await self._stop_notifiers()
             await self.store.run(worker_rows.released(self.LEASE, self.config.executor_id))

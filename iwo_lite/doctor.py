@@ -1,6 +1,8 @@
 """`iwo-lite doctor`: check the setup and say what is wrong and how to fix it.
 
 Owns the checks: config (already loaded by the time we run), agent command on PATH, workdir,
+the workspace (git installed, the workdir a repository, a worktree can be made: a throwaway one is
+made and removed under <home>/worktrees),
 database (integrity, WAL, mode 0600, migrations, unfinished specs of another replay version),
 who holds the daemon lock, tmux (when agent.dispatch = "tmux"), and Telegram settings (the
 token's presence, never its value).
@@ -34,6 +36,7 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
                     "install Claude Code, or set agent.command in the config"))
     results.append((config.workdir.is_dir(), f"workdir: {config.workdir}",
                     "create it, or set workdir to your repository"))
+    results += _git_checks(config)
     results += _database_checks(config)
     results.append(_lock_check(Home(config.home)))
     if config.agent.dispatch == "tmux":
@@ -49,6 +52,51 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
     else:
         results.append((True, "telegram: not configured (answers from the shell only)", ""))
     return results
+
+
+def _git_checks(config: Config) -> list[tuple[bool, str, str]]:
+    """The workspace: git installed, the workdir a repository with a commit, and a worktree can be
+    made under <home>/worktrees (tried: a throwaway detached worktree, removed at once). With
+    `workspace` unset, a workdir that is not a repository just means "shared"."""
+    from iwo_lite import workspace
+
+    mode = config.workspace
+    if mode == "shared":
+        return [(True, 'workspace: "shared" (the agents work in the workdir itself; git not needed)', "")]
+    if not config.workdir.is_dir():
+        return []  # the workdir check above says so
+    version = workspace.git_version()
+    if version is None:
+        if mode is None and not _looks_like_repository(config.workdir):
+            return [(True, "workspace: shared (git is not installed and the workdir is not a git repository)", "")]
+        return [(False, "git: not installed (no `git` on PATH)",
+                 "install git (each spec works on its own branch iwo/<id> in its own worktree), "
+                 'or set workspace = "shared"')]
+    results = [(True, f"git: {version}", "")]
+    repo = workspace.describe_repo(str(config.workdir))
+    if not repo["repository"] or not repo["head"]:
+        what = "is not a git repository" if not repo["repository"] else "is a git repository without a commit yet"
+        if mode == "worktree":
+            results.append((False, f'workspace = "worktree", but workdir {config.workdir} {what}',
+                            "set workdir to your repository, or `git init` and make a first commit there, "
+                            'or set workspace = "shared"'))
+        else:
+            results.append((True, f"workspace: shared (workdir {config.workdir} {what}; the agents work in it)", ""))
+        return results
+    on = f"on {repo['branch']}" if repo["branch"] else "on a detached HEAD"
+    results.append((True, f"workspace: worktree (workdir {repo['toplevel']} is a git repository, {on})", ""))
+    worktrees = Home(config.home).worktrees
+    cause = workspace.probe_worktree(repo["toplevel"], str(worktrees))
+    results.append((cause is None, f"worktrees: {worktrees}" + (" (a test worktree was made and removed)"
+                                                                if cause is None else f": cannot make one: {cause}"),
+                    "use a home outside the repository (--home or $IWO_HOME) or ignore it in .gitignore, and make "
+                    f"sure {worktrees} is a directory you can write"))
+    return results
+
+
+def _looks_like_repository(path) -> bool:
+    """A `.git` in the directory or a parent (for when git itself is missing)."""
+    return any((folder / ".git").exists() for folder in (path, *path.parents))
 
 
 def _database_checks(config: Config) -> list[tuple[bool, str, str]]:

@@ -109,10 +109,15 @@ def _workspace_settings(config: Config, spec: SpecInput, row: dict) -> dict:
             raise workspace.WorkspaceError(f"workspace = \"worktree\", but workdir {config.workdir} is not a git "
                                            "repository with a commit")
         return shared
-    # a fork starts from its parent's commit (set by `fork`); a spec from the HEAD recorded at submit
-    base = row.get("base_commit") or repo["head"]
+    # the HEAD recorded at submit, and the branch it was on then (None: a detached HEAD, not the branch
+    # checked out now); nothing recorded (the workdir was not a repository then): the HEAD now. (A fork
+    # never comes here: it replays its parent's admit and starts from the commit its prepare is given.)
+    if row.get("base_commit"):
+        base, base_branch = row["base_commit"], row.get("base_branch")
+    else:
+        base, base_branch = repo["head"], repo["branch"]
     return {"workspace": "worktree", "repo": repo["toplevel"], "prefix": repo["prefix"], "base": base,
-            "base_branch": row.get("base_branch") or repo["branch"]}
+            "base_branch": base_branch}
 
 
 @durable.step(name="prepare", **durable.STEP_RETRIES)
@@ -123,14 +128,52 @@ async def prepare(spec_id: str, step: int, role: str, settings: Settings, head: 
     runtime = rt()
     await runtime.store.run(spec_rows.at_step(spec_id, step, role))
     checked = await runtime.store.run(budget.check(runtime.config, spec_id, time.time()))
-    cwd, start = str(runtime.config.workdir), None
+    cwd, start, blocked = str(runtime.config.workdir), None, None
     if settings["workspace"] == "worktree":
         branch = workspace.spec_branch(spec_id)  # a fork's own branch, though its settings are its parent's
-        made = await _in_thread(workspace.ensure_worktree, settings["repo"], str(runtime.home.worktree(spec_id)),
-                                branch, settings["base"], head=head)
-        cwd, start = os.path.join(made["path"], settings["prefix"]), made["head"]
-        await runtime.store.run(spec_rows.on_branch(spec_id, branch, start))
-    return {"step": step, "cwd": cwd, "start": start, "budget": checked}
+        made = await _in_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
+        if "error" in made:
+            blocked = made["error"]
+        else:
+            cwd, start = os.path.join(made["path"], settings["prefix"]), made["head"]
+            await runtime.store.run(spec_rows.on_branch(spec_id, branch, start))
+    return {"step": step, "cwd": cwd, "start": start, "budget": checked, "blocked": blocked}
+
+
+def _spec_repo(runtime: Runtime, settings: Settings) -> str:
+    """The repository a worktree spec works in here: the one recorded at admission while it is a
+    repository on this machine, else this worker's own workdir's (a spec taken over from a worker
+    on another machine, whose path does not exist here)."""
+    recorded = settings["repo"]
+    if recorded and workspace.is_repository(recorded):
+        return recorded
+    local = workspace.describe_repo(str(runtime.config.workdir))
+    return local["toplevel"] if local["repository"] else recorded
+
+
+def _ensure_worktree(runtime: Runtime, spec_id: str, branch: str, settings: Settings, head: str | None) -> dict:
+    """ensure_worktree; when it cannot (e.g. the branch was made on another machine) and git.remote
+    is set, fetch the branch from there and try again. {"error": question} when it still cannot:
+    the spec asks the human instead of failing."""
+    repo, path = _spec_repo(runtime, settings), str(runtime.home.worktree(spec_id))
+    remote = runtime.config.git.remote
+    try:
+        return workspace.ensure_worktree(repo, path, branch, settings["base"], head=head)
+    except workspace.WorkspaceError as error:
+        cause = str(error)
+    fetched = ""
+    if remote:
+        try:
+            fetched = workspace.fetch_branch(repo, remote, branch)["detail"]
+            made = workspace.ensure_worktree(repo, path, branch, settings["base"], head=head)
+            log.info("%s: fetched %s from %s to continue it here", spec_id, branch, remote)
+            return made
+        except workspace.WorkspaceError as error:
+            cause = str(error)
+    how = (f"fetching it from git.remote {remote} did not help ({fetched or cause})" if remote else
+           "git.remote is not set, so it cannot be fetched (set it: the branch is pushed there after each dispatch)")
+    return {"error": f"Cannot continue branch {branch} in {repo}: {cause}; {how}. Fix it (e.g. fetch the branch "
+                     f"into {repo}), then approve to try again; reject ends the spec."}
 
 
 async def _in_thread(function, *args, **kwargs):
@@ -138,9 +181,11 @@ async def _in_thread(function, *args, **kwargs):
 
 
 @durable.step(name="budget_approved", **durable.STEP_RETRIES)
-async def budget_approved(spec_id: str, over: str) -> None:
+async def budget_approved(spec_id: str, over: str, cap_usd: float | None = None) -> None:
+    """Approve at a budget gate: the spec's cap raised (once: `cap_usd` is the cap the gate showed), or
+    the spec let go on for the rest of the UTC day."""
     runtime = rt()
-    await runtime.store.run(budget.approved(runtime.config, spec_id, over, time.time()))
+    await runtime.store.run(budget.approved(runtime.config, spec_id, over, time.time(), cap_usd))
 
 
 @durable.step(name="dispatch", **durable.STEP_RETRIES)
@@ -215,11 +260,13 @@ async def commit(spec_id: str, step: int, role: str, summary: str, settings: Set
     made = await _in_thread(workspace.commit_dispatch, path, workspace.dispatch_message(step, role, summary),
                             git.author, workspace.dispatch_tag(spec_id, step), since=start,
                             branch=workspace.spec_branch(spec_id))
-    await runtime.store.run(run_rows.step_commits(spec_id, step, None, made["commit"]))
+    # the dispatch's commit: ours, else the agent's own last commit when it committed by itself
+    shown = made["commit"] or (made["head"] if made["changed"] else None)
+    await runtime.store.run(run_rows.step_commits(spec_id, step, None, shown))
     await runtime.store.run(spec_rows.on_branch(spec_id, None, made["head"]))
     if git.remote:
         branch = workspace.spec_branch(spec_id)
-        pushed = await _in_thread(workspace.push_branch, settings["repo"], git.remote, branch)
+        pushed = await _in_thread(workspace.push_branch, path, git.remote, branch)
         if not pushed["ok"]:
             log.warning("%s: pushing %s to %s failed: %s", spec_id, branch, git.remote, pushed.get("detail"))
     return {"commit": made["commit"], "head": made["head"]}
@@ -231,9 +278,13 @@ async def finish_workspace(spec_id: str, state: str, settings: Settings, title: 
     worktree removed once nothing more is to be done there. {"ok", "question"}."""
     runtime = rt()
     git = runtime.config.git
-    repo, branch = settings["repo"], workspace.spec_branch(spec_id)
+    repo, branch = await _in_thread(_spec_repo, runtime, settings), workspace.spec_branch(spec_id)
     result = {"ok": True, "question": ""}
-    if state == "done" and git.on_done == "merge":
+    if state == "done" and git.on_done == "merge" and not settings["base_branch"]:
+        # submitted on a detached HEAD: no branch to merge into, and asking could never succeed
+        result["note"] = f"not merged: the workdir was on no branch (a detached HEAD) at submit; {branch} is kept"
+        log.warning("%s: %s", spec_id, result["note"])
+    elif state == "done" and git.on_done == "merge":
         merged = await _in_thread(workspace.merge_branch, repo, branch, settings["base_branch"],
                                   f"Merge {branch}: {title}", git.author)
         if not merged["ok"]:
@@ -245,10 +296,12 @@ async def finish_workspace(spec_id: str, state: str, settings: Settings, title: 
     elif state == "done" and git.on_done == "command" and git.done_command:
         ran = await _in_thread(workspace.run_done_command, git.done_command, str(runtime.config.workdir), branch,
                                spec_id, title)
+        log.info("%s: git.done_command exited %s: %s", spec_id, ran["exit_code"], ran["output"][-500:].strip())
+        result["done_command"] = {"argv": ran["argv"], "exit_code": ran["exit_code"], "output": ran["output"]}
         if not ran["ok"]:
-            result = {"ok": False, "question": (
+            result.update(ok=False, question=(
                 f"git.done_command failed (exit {ran['exit_code']}{', timed out' if ran['timed_out'] else ''}): "
-                f"{ran['output'][-500:]} Approve to run it again, reject to leave it.")}
+                f"{ran['output'][-500:]} Approve to run it again, reject to leave it."))
     if result["ok"]:
         await _in_thread(workspace.remove_worktree, repo, str(runtime.home.worktree(spec_id)))
     return result
@@ -330,6 +383,7 @@ async def _run_loop(spec: SpecInput, settings: Settings) -> str:
     role: str | None = roles.ROLES[0]
     step = 0
     head = settings["base"]
+    budget_stopped = False  # the last call was stopped by --max-budget-usd and no budget gate asked since
     while role is not None:
         step += 1
         prepared = await prepare(spec["id"], step, role, settings, head)
@@ -342,16 +396,32 @@ async def _run_loop(spec: SpecInput, settings: Settings) -> str:
                                  settings)
             if answer["answer"] == "reject":
                 return "rejected"
-            await budget_approved(spec["id"], over)
+            await budget_approved(spec["id"], over, prepared["budget"]["cap_usd"])
+            budget_stopped = False
             if answer["answer"] == "revise":
                 answers.append({"gate": gate_id, "role": role, "answer": "revise", "note": answer["note"]})
                 role = "builder"
+            prepared = await prepare(spec["id"], step, role, settings, head)
+        blocked_gates = 0
+        while prepared.get("blocked"):  # worktree mode: the branch cannot be continued here
+            blocked_gates += 1
+            gate_id = gate_rows.gate_id_for(spec["id"], step, f"workspace{blocked_gates}")
+            answer = await _gate(gate_id, spec["id"], step, role, roles.GATE_AGENT_FAILED, prepared["blocked"],
+                                 settings)
+            if answer["answer"] == "reject":
+                return "rejected"
             prepared = await prepare(spec["id"], step, role, settings, head)
         outcome = await _dispatch_through_pauses(spec, step, role, history, answers, prepared)
         if settings["workspace"] == "worktree":
             head = (await commit(spec["id"], step, role, outcome["summary"] or outcome["error"] or "",
                                  settings, prepared["start"]))["head"]
         history.append(outcome)
+        if outcome["error_class"] == "budget" and not budget_stopped:
+            # --max-budget-usd stopped the call: the cap is reached, so the next dispatch's budget
+            # check asks (what was spent on what); approve runs this role again
+            budget_stopped = True
+            continue
+        budget_stopped = False
         if outcome["error"]:
             reason = GATE_FOR_ERROR.get(outcome["error_class"], roles.GATE_AGENT_FAILED)
             nxt = roles.Next("gate", gate_reason=reason)
@@ -401,7 +471,7 @@ async def _end_workspace(spec: SpecInput, state: str, settings: Settings) -> str
         gate_id = gate_rows.gate_id_for(spec["id"], 0, f"merge{tries}")
         answer = await _gate(gate_id, spec["id"], 0, "docs", roles.GATE_MERGE, ended["question"], settings)
         if answer["answer"] == "reject":
-            return "rejected"
+            state = "rejected"  # one more round: finish_workspace then only removes the worktree
 
 
 async def _gate(gate_id: str, spec_id: str, step: int, role: str, reason: str, question: str,

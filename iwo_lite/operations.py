@@ -1,4 +1,4 @@
-"""Workflow management from the shell: cancel, resume, fork.
+"""Workflow management from the shell: cancel, resume, fork; clean (finished specs' worktrees and branches).
 
 Owns the three operations on a spec's DBOS workflow (through durable.Client, so they work with
 the daemon running or not) and the matching state changes (store/specs.py's state machine).
@@ -8,9 +8,11 @@ Unknown ids and impossible operations are a UserError (exit 2) that changes noth
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from iwo_lite.config import Config
-from iwo_lite.errors import EXIT_OK, UserError
+from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, UserError
 from iwo_lite.roles import ROLES
 from iwo_lite.home import Home
 from iwo_lite.runs.launcher import stop_runs
@@ -87,3 +89,80 @@ def fork(config: Config, args: argparse.Namespace) -> int:
     print(f"forked {args.spec_id} from its {args.from_role} (dispatch {row['step']:02d}) as:")
     print(new_id)
     return EXIT_OK
+
+
+def clean(config: Config, args: argparse.Namespace) -> int:
+    """Remove the worktrees (`<home>/worktrees/<id>`) of finished specs and, with --branches, their
+    branches `iwo/<id>` in the workdir's repository. A spec that is queued, running or waiting is
+    never touched; nor is anything that is not a spec of this database (another home's branch, a
+    directory moved aside to worktrees/.orphaned). With IDs, only those specs (each must exist and
+    be finished, else exit 2 and nothing is removed). Prints one line per thing removed."""
+    from iwo_lite import workspace
+    from iwo_lite.store import readonly
+
+    spec_ids = list(dict.fromkeys(args.spec_ids or []))
+    with readonly(config.database_url) as store:
+        specs = {row["id"]: row for row in store.run(spec_rows.listed())[0]} if store is not None else {}
+    for spec_id in spec_ids:
+        if spec_id not in specs:
+            raise UserError(f"{spec_id}: no such spec")
+        if specs[spec_id]["state"] not in spec_rows.FINAL_STATES:
+            raise UserError(f"{spec_id}: is {specs[spec_id]['state']}; only a finished spec's worktree and branch "
+                            "can be removed (cancel it first)")
+    wanted = set(spec_ids) if spec_ids else set(specs)
+    finished = {spec_id for spec_id in wanted if specs[spec_id]["state"] in spec_rows.FINAL_STATES}
+    repo = workspace.describe_repo(str(config.workdir))
+    if args.branches and not repo["repository"]:
+        raise UserError(f"--branches: workdir {config.workdir} is not a git repository; there are no branches to"
+                        " delete")
+    home = Home(config.home)
+    root = home.worktrees
+    # each spec's worktree: its directory, one left half-removed, or a registration whose directory is gone
+    names = set()
+    if root.is_dir():
+        for entry in root.iterdir():
+            name = entry.name
+            if name.startswith(".") and name.endswith(".removing"):
+                name = name[1:-len(".removing")]
+            names.add(name)
+    if repo["repository"]:
+        for entry in workspace.list_worktrees(repo["toplevel"]):
+            path = os.path.realpath(entry["path"])
+            if os.path.dirname(path) == os.path.realpath(root):
+                names.add(os.path.basename(path))
+    removed = 0
+    kept: list[str] = []
+    failed: list[str] = []
+    for name in sorted(names & wanted):
+        if name not in finished:
+            kept.append(f"{name} ({specs[name]['state']})")
+            continue
+        path = home.worktree(name)
+        try:
+            result = workspace.remove_worktree(repo["toplevel"] if repo["repository"] else str(config.workdir),
+                                               str(path))
+        except workspace.WorkspaceError as error:
+            failed.append(f"worktree {path}: {error}")
+            continue
+        if result["removed"]:
+            removed += 1
+            print(f"removed worktree {path} (spec {name}, {specs[name]['state']})")
+    if args.branches:
+        for spec_id in sorted(finished):
+            branch = specs[spec_id]["branch"] or workspace.spec_branch(spec_id)
+            try:
+                deleted = workspace.delete_branch(repo["toplevel"], branch)
+            except workspace.WorkspaceError as error:
+                failed.append(f"branch {branch}: {error}")
+                continue
+            if deleted["deleted"]:
+                removed += 1
+                print(f"deleted branch {branch} (was {deleted['sha'][:12]}; `git branch {branch} {deleted['sha']}`"
+                      " restores it)")
+    if kept:
+        print(f"kept the worktree(s) of {len(kept)} unfinished spec(s): {', '.join(kept)}")
+    for line in failed:
+        print(f"iwo-lite: clean: could not remove {line}", file=sys.stderr)
+    if not removed and not failed:
+        print("nothing to clean")
+    return EXIT_FAILURE if failed else EXIT_OK

@@ -276,16 +276,16 @@ def _attempt_note(step: dict, attempt: dict | None) -> str:
     notes = []
     if attempt:
         if attempt["reattached"]:
-            notes.append("re-attached after restart")
+            vanished = attempt.get("error_class") in ("interrupted",) or (attempt.get("error") or "").startswith(
+                "agent process vanished")
+            notes.append("collected after restart" if vanished else "re-attached after restart")
         if attempt.get("resumed_from"):
             notes.append(f"resumed session {attempt['resumed_from'][:8]}")
         if attempt.get("note") and not attempt["note"].startswith("resumed session"):
             notes.append(attempt["note"])
-        if attempt.get("error_class") == "stalled":
-            notes.append("stalled")
         if attempt.get("error"):
-            notes.append(attempt["error"])
-        if attempt.get("denials"):
+            notes.append(attempt["error"])  # says "stalled", "permission denied: ..." itself
+        if attempt.get("denials") and "permission denied" not in (attempt.get("error") or ""):
             notes.append("denied: " + ", ".join(f"{d.get('tool')}({d.get('input', '')})" for d in attempt["denials"]))
         if attempt.get("finished_at") is None and attempt.get("progress"):
             notes.append(progress_text(attempt["progress"]))
@@ -327,7 +327,8 @@ def trace_view(trace: dict) -> Any:
                 took = f"{parse_utc(attempt['finished_at']) - parse_utc(attempt['started_at']):.1f}s"
             steps.add_row(*map(_safe, (
                 f"{step['step']:02d}", step["role"], str(attempt["attempt"]) if attempt else "-",
-                ((attempt or step)["started_at"] or "")[11:19], took, (attempt or {}).get("verdict") or step["verdict"] or "",
+                ((attempt or step)["started_at"] or "")[11:19], took,
+                (attempt["verdict"] or "") if attempt else (step["verdict"] or ""),
                 f"{(attempt or {}).get('cost_usd') or 0:.4f}", _attempt_note(step, attempt)[:300],
             )))
     parts: list[Any] = [head, steps]

@@ -564,6 +564,42 @@ def _reach_head(info: dict, worktree: str | None, branch: str, tip: str | None, 
                          " (made on another machine? fetch it from git.remote)")
 
 
+def probe_worktree(repo: str, parent: str) -> str | None:
+    """Can a worktree be made under `parent` (a home's worktrees/)? Makes a detached one without a
+    checkout at `<parent>/.probe-<pid>` and removes it again (for `doctor`). None when it can,
+    else the cause in one line. A `parent` inside the repository's own working tree that git
+    does not ignore is a cause too: every spec's files would show there as untracked."""
+    try:
+        info = _repo(repo)
+        top = info["toplevel"]
+        real = os.path.realpath(parent)
+        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+            ignored = _git(["check-ignore", "-q", "--no-index", os.path.relpath(real, top) + "/"], top, check=False)
+            if ignored.rc != 0:
+                return (f"{parent} is inside the repository {top} and not ignored there: each spec's worktree"
+                        " would show up in its `git status` as untracked files")
+        path = os.path.join(os.path.abspath(parent), f".probe-{os.getpid()}")
+        _check_not_checkout(info, path)
+        made = []  # folders made for the probe, removed after it (doctor leaves no trace)
+        folder = os.path.abspath(parent)
+        while not os.path.lexists(folder):
+            made.append(folder)
+            folder = os.path.dirname(folder)
+        for folder in reversed(made):
+            os.mkdir(folder, 0o700)
+        try:
+            res = _git(["worktree", "add", "-q", "--detach", "--no-checkout", path, "HEAD"], top, check=False)
+            return None if res.rc == 0 else f"git worktree add {path}: {_first_line(res.err or res.out)}"
+        finally:
+            remove_worktree(top, path)
+            for folder in made:
+                os.rmdir(folder)
+    except OSError as exc:
+        return f"{exc.filename or parent}: {exc.strerror or exc}"
+    except WorkspaceError as exc:
+        return str(exc)
+
+
 def remove_worktree(repo: str, worktree_path: str) -> dict:
     """Remove a spec's worktree, uncommitted files included; tolerates it being missing or
     half-removed. The directory is renamed aside first (atomic), so a kill never leaves a

@@ -273,3 +273,173 @@ def home(tmp_path: Path):
 def pytest_collection_modifyitems(config, items):
     """The fast unit tests (tests/unit/, no processes) run first, then the process tests."""
     items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)
+
+
+# -- the real Claude Code CLI, offline (tests/test_real_agents.py, tests/test_real_long_runs.py, bench/resume.py)
+
+PASSING = {"planner": "done", "builder": "done", "reviewer": "approve", "tester": "pass", "deployer": "done",
+           "docs": "done"}
+OAUTH_ENV = {"ANTHROPIC_API_KEY": None, "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-test-token"}
+
+
+def loop_rules(roles: dict[str, list[dict]] | None = None, usage: dict | None = None) -> list[dict]:
+    """tests/fake_anthropic.py rules for the whole loop: each role at once calls StructuredOutput
+    with its passing verdict, unless `roles[role]` gives that role's own rules."""
+    import fake_anthropic as fa
+
+    rules: list[dict] = []
+    for role, verdict in PASSING.items():
+        if roles and role in roles:
+            rules += roles[role]
+        else:
+            rules += fa.verdict_flow(role, {"verdict": verdict, "summary": f"the {role} did its job"}, usage=usage)
+    return rules
+
+
+def processes(*, env: str | None = None, env_prefix: str | None = None, cmd: str | None = None) -> list[int]:
+    """Living (not zombie) pids whose environment has the entry `env` (e.g. "IWO_RUN_DIR=/a/b") or
+    an entry starting with `env_prefix`, or whose command line contains `cmd`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            if Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                continue
+            if cmd is not None and cmd.encode() in Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" "):
+                found.append(int(name))
+                continue
+            if env is not None or env_prefix is not None:
+                entries = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
+                if (env is not None and env.encode() in entries) or (
+                        env_prefix is not None and any(e.startswith(env_prefix.encode()) for e in entries)):
+                    found.append(int(name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def kill_all_at_once(pids: list[int]) -> None:
+    """SIGSTOP them all, then SIGKILL them all: none gets to react (as when the machine goes down)."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+class RealClaudeHome(IwoHome):
+    """A home whose agent is the REAL Claude Code CLI, offline: the config is `workdir` (a scratch
+    git repository with one commit, so each spec gets its worktree and branch iwo/<id>) and
+    `[agent] command = [<the CLI>]` (plus `agent`, lines under [agent], and `extra`, more tables);
+    the daemon's environment is real_claude.offline_env(the fake API, a scratch HOME), which the
+    agents inherit. The fake Anthropic API (tests/fake_anthropic.py) runs as a process of its own,
+    so its request log survives whatever a test kills; `script()` rewrites its rules."""
+
+    def __init__(self, root: Path, claude: str, *, agent: str = "", extra: str = "", oauth: bool = False):
+        import fake_anthropic as fa
+        from real_claude import offline_env
+
+        self.claude = claude
+        self.agent_lines = agent
+        self.extra_lines = extra
+        self.base = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.repo = root / "repo"
+        self.claude_home = root / "claude-home"
+        self.api_script = root / "api-script.json"
+        self.api_log = root / "api-requests.jsonl"
+        fa.write_script(self.api_script, {"rules": []})
+        url_file = root / "api-url"
+        with open(root / "api.stderr", "wb") as stderr:
+            self.api = subprocess.Popen(
+                [sys.executable, str(TESTS / "fake_anthropic.py"), "--port", "0", "--script", str(self.api_script),
+                 "--log", str(self.api_log), "--url-file", str(url_file)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        self.api_url = wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30, "the fake API's URL")
+        git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+        subprocess.run(git + ["init", "-q", "-b", "main", str(self.repo)], check=True, capture_output=True)
+        (self.repo / "README.md").write_text("# scratch\n")
+        subprocess.run(git + ["-C", str(self.repo), "add", "README.md"], check=True, capture_output=True)
+        subprocess.run(git + ["-C", str(self.repo), "commit", "-q", "-m", "init"], check=True, capture_output=True)
+        super().__init__(root / "home")
+        env = offline_env(self.api_url, self.claude_home, **(OAUTH_ENV if oauth else {}))
+        self.env = {k: v for k, v in env.items() if not k.startswith(("IWO_", "FAKE_CLAUDE"))}
+        self.env.update(IWO_HOME=str(self.root), PYTHONUNBUFFERED="1", COLUMNS="250")
+
+    def configure(self, extra: str = "", **_) -> None:
+        self.root.joinpath("config.toml").write_text(
+            f'workdir = "{self.repo}"\n[agent]\ncommand = {json.dumps([self.claude])}\n{self.agent_lines}\n'
+            f"{self.extra_lines}\n{extra}\n")
+
+    def script(self, rules: list[dict], default: dict | None = None) -> None:
+        import fake_anthropic as fa
+
+        fa.write_script(self.api_script, {"rules": rules, **({"default": default} if default else {})})
+
+    def requests(self, role: str | None = None) -> list[dict]:
+        """The /v1/messages requests the fake API saw (records as in fake_anthropic), in order."""
+        import fake_anthropic as fa
+
+        return [r for r in fa.read_log(self.api_log) if r["path"].split("?")[0] == "/v1/messages"
+                and (role is None or r["role"] == role)]
+
+    def run_dir(self, spec_id: str, step: int, role: str, attempt: int) -> Path:
+        return self.root / "runs" / spec_id / f"{step:02d}-{role}" / f"attempt-{attempt}"
+
+    def worktree(self, spec_id: str) -> Path:
+        return self.root / "worktrees" / spec_id
+
+    def on_branch(self, spec_id: str, path: str) -> str | None:
+        """A file as committed on the spec's branch iwo/<id>, or None."""
+        shown = subprocess.run(["git", "-C", str(self.repo), "show", f"iwo/{spec_id}:{path}"], check=False,
+                               capture_output=True, text=True)
+        return shown.stdout if shown.returncode == 0 else None
+
+    def transcript(self, spec_id: str, session_id: str) -> Path:
+        """Where the CLI keeps a session of an agent that ran in the spec's worktree."""
+        from iwo_lite.agents.claude import project_dir_name
+
+        project = project_dir_name(os.path.realpath(self.worktree(spec_id)))
+        return self.claude_home / ".claude" / "projects" / project / f"{session_id}.jsonl"
+
+    def attempts(self, spec_id: str, step: int) -> list[dict]:
+        return next(s["attempts"] for s in self.spec(spec_id)["steps"] if s["step"] == step)
+
+    def trace(self, spec_id: str) -> str:
+        return self.cli("status", spec_id, check=True).stdout
+
+    def agent_processes(self) -> list[int]:
+        """Every process of an agent run of this home (its IWO_RUN_DIR is under <home>/runs/)."""
+        return processes(env_prefix=f"IWO_RUN_DIR={self.root / 'runs'}/")
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        kill_all_at_once(self.agent_processes())
+        if self.api.poll() is None:
+            self.api.terminate()
+            try:
+                self.api.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.api.kill()
+                self.api.wait()
+
+
+@pytest.fixture
+def real_home(tmp_path):
+    """Makes RealClaudeHome(s) under tmp_path (real_claude.require_claude: skipped without the CLI,
+    failed under CI=true); cleans them up after the test."""
+    from real_claude import require_claude
+
+    claude = require_claude()
+    homes: list[RealClaudeHome] = []
+
+    def make(**options) -> RealClaudeHome:
+        home = RealClaudeHome(tmp_path / f"h{len(homes)}", claude, **options)
+        homes.append(home)
+        return home
+
+    yield make
+    for home in homes:
+        home.cleanup()

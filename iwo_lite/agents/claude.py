@@ -152,8 +152,12 @@ class Session:
         return ["--session-id", self.id]
 
 
-CONTINUE_PROMPT = ("You are the {role} in a six-role coding loop; you were interrupted. Continue the same task "
-                   "from where you left off, and end with your verdict.\n")
+# A run stopped on purpose got SIGINT, so its transcript says "The user doesn't want to proceed with this
+# tool use": say who stopped it, so the model does not take it as a refusal of that tool.
+CONTINUE_PROMPT = ("You are the {role} in a six-role coding loop; you were interrupted. iwo-lite stopped or lost "
+                   "your earlier run (a timeout, a stall or a restart); no person refused any tool, so run again "
+                   "what you still need. Continue the same task from where you left off, and end with your "
+                   "verdict.\n")
 
 
 def continue_prompt(role: str) -> str:
@@ -444,6 +448,9 @@ class ClaudeAgent:
 
     name = "claude"
     streams = True  # stdout is stream-json: progress can be read while it runs
+    # a run stopped on purpose (timeout, stall, cancel) gets SIGINT first: the CLI aborts and makes no
+    # further API call, where on SIGTERM during a tool that ran a few seconds it asks for one more turn
+    interrupt_first = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command", strip_owned(self.command))

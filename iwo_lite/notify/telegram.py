@@ -25,7 +25,10 @@ Every message sent is cut to Telegram's 4,096-character limit, saying so and poi
 `iwo-lite status <id>` (a gate's question is cut, its deadline and instructions kept). The
 token is kept out of every log line.
 
-Sending is at-least-once: a crash between sending and recording may send a message twice.
+Sending is at-least-once: a crash between sending and recording may send a message twice; a
+message no chat could take because Telegram was unreachable is tried again (NotSentNow), so a
+chat that did get it while another did not may get it twice. A chat that refuses it for good
+(blocked bot, unknown chat) is logged and skipped.
 Button data is `g<gate rowid>:a` or `g<gate rowid>:r` (well under Telegram's 64 bytes): it
 names the gate, never carries the answer's text. The rendering (gate_text, status_text,
 spec_text, event_text, fit) is pure, so it is tested without a bot.
@@ -53,6 +56,7 @@ log = logging.getLogger("iwo_lite.telegram")
 CALLBACK = re.compile(r"g([0-9]{1,12}):([ar])")  # used with fullmatch: nothing before or after
 BUTTON_ANSWERS = {"a": "approve", "r": "reject"}
 RETRY_START_S = 30.0
+
 NAME = "telegram"
 TELEGRAM_LIMIT = 4096  # characters in one message, counted as Telegram does (UTF-16 code units)
 DEFAULT_NOTIFY = ("done", "failed", "rejected", "paused")  # telegram.notify when the config has none
@@ -65,6 +69,11 @@ COMMANDS = (  # registered with setMyCommands: what the phone offers after "/"
     ("cancel", "Cancel a spec: /cancel ID"),
 )
 DOCUMENT_SUFFIXES = (".md", ".markdown", ".txt")
+
+
+class NotSentNow(Exception):
+    """No allowed chat could be reached just now (Telegram down, flood control): the daemon keeps
+    the notification and tries again later. Raised only when nothing was sent."""
 
 
 class RedactToken(logging.Filter):
@@ -489,12 +498,19 @@ class TelegramNotifier:
     # -- outgoing ------------------------------------------------------------------------
 
     async def _send_all(self, text: str, what: str, gate_id: str | None, kind: str, reply_markup=None) -> list[str]:
-        """Send `text` to every allowed chat and record each message; the refs sent. Never raises."""
+        """Send `text` to every allowed chat and record each message; the refs sent. Raises NotSentNow
+        when no chat got it because Telegram could not be reached (the caller tries again later)."""
+        from telegram.error import BadRequest, NetworkError, RetryAfter
+
         sent: list[str] = []
+        unreachable = 0
         for chat_id in self.config.telegram.allowed_chat_ids:
             try:
                 message = await self.app.bot.send_message(chat_id, text, reply_markup=reply_markup)
             except Exception as error:
+                if isinstance(error, RetryAfter) or (isinstance(error, NetworkError)
+                                                     and not isinstance(error, BadRequest)):
+                    unreachable += 1
                 log.warning("telegram: could not send %s to chat %s: %s", what, chat_id, type(error).__name__)
                 continue
             ref = message_ref(chat_id, message.message_id)
@@ -504,10 +520,13 @@ class TelegramNotifier:
                 log.warning("telegram: sent %s to chat %s but could not record it: %s", what, chat_id,
                             type(error).__name__)
             sent.append(ref)
+        if not sent and unreachable:
+            raise NotSentNow(f"telegram: {what} reached no chat (Telegram unreachable)")
         return sent
 
     async def send_gate(self, gate: dict, kind: str) -> list[str]:
-        """Send the gate's question (or a reminder) to every allowed chat; the refs ("chat:message") sent."""
+        """Send the gate's question (or a reminder) to every allowed chat; the refs ("chat:message") sent.
+        NotSentNow when Telegram could not be reached."""
         if not self.ready.is_set() or self.app is None:
             return []
         from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -520,7 +539,8 @@ class TelegramNotifier:
                                     reply_markup=buttons)
 
     async def send_event(self, event: dict) -> list[str]:
-        """Tell every allowed chat of a spec's event, if telegram.notify names its kind; the refs sent."""
+        """Tell every allowed chat of a spec's event, if telegram.notify names its kind; the refs sent.
+        Raises NotSentNow only when Telegram could not be reached (else it never raises)."""
         kind = event.get("kind")
         try:
             if kind not in tuple(getattr(self.config.telegram, "notify", DEFAULT_NOTIFY)):
@@ -530,6 +550,8 @@ class TelegramNotifier:
                 return []
             text = fit(event_text(event), event.get("spec_id"))
             return await self._send_all(text, f"the {kind} of spec {event.get('spec_id')}", None, kind)
+        except NotSentNow:
+            raise
         except Exception as error:  # a notification must never break the loop that sends it
             log.warning("telegram: could not send the %s of spec %s: %s", kind, event.get("spec_id"),
                         type(error).__name__)

@@ -102,6 +102,11 @@ class DispatchResult:
     carry: dict = field(default_factory=dict)
 
 
+def _left(budget_left_usd: float | None, spent_usd: float) -> float | None:
+    """What an attempt may spend: the dispatch's budget less what its earlier attempts spent."""
+    return None if budget_left_usd is None else budget_left_usd - spent_usd
+
+
 class FairSlots:
     """agent.max_concurrent agent processes at once, granted oldest spec first (by priority)."""
 
@@ -158,6 +163,7 @@ class Dispatcher:
         carry = dict(request.carry or {})
         attempt = carry.get("next_attempt", 1) - 1
         tries = carry.get("tries", 0)
+        spent = carry.get("spent_usd", 0.0)  # by this dispatch's earlier attempts: not to be spent again
         resume_from = carry.get("resume_from")
         note = carry.get("note")
         total = self.config.agent.retries + 1
@@ -173,7 +179,9 @@ class Dispatcher:
             if unreachable:
                 answer, session = AgentAnswer(error=unreachable, error_class="retry"), None
             else:
-                answer, session = await self._attempt(request, attempt, row, resume_from, note)
+                answer, session = await self._attempt(request, attempt, row, resume_from, note,
+                                                      _left(request.budget_left_usd, spent))
+            spent += answer.cost_usd
             if answer.error is None:
                 return DispatchResult(answer, attempt, tuple(errors))
             errors.append(f"attempt {attempt}: {answer.error}")
@@ -182,7 +190,7 @@ class Dispatcher:
                 return DispatchResult(answer, attempt, tuple(errors))
             resume_from, note = self._next_session(request, answer, session)
             if kind in PAUSES:
-                return self._paused(request, answer, attempt, tries, resume_from, carry, errors)
+                return self._paused(request, answer, attempt, tries, resume_from, dict(carry, spent_usd=spent), errors)
             if kind not in NOT_COUNTED:
                 tries += 1
         return DispatchResult(answer, attempt, tuple(errors))
@@ -217,7 +225,8 @@ class Dispatcher:
                                 f"{waited / 60:.0f} min in all (agent.overload_wait)", error_class="fatal")
                 return DispatchResult(final, attempt, tuple(errors))
         carry = {"next_attempt": attempt + 1, "tries": tries, "resume_from": resume_from,
-                 "pauses": pauses + 1, "waited_s": waited + (0 if reason == "usage limit" else wait)}
+                 "spent_usd": carry.get("spent_usd", 0.0), "pauses": pauses + 1,
+                 "waited_s": waited + (0 if reason == "usage limit" else wait)}
         return DispatchResult(answer, attempt, tuple(errors), pause={"reason": reason, "until": now + wait},
                               carry=carry)
 
@@ -256,7 +265,7 @@ class Dispatcher:
         return why
 
     async def _attempt(self, request: DispatchRequest, attempt: int, row: dict | None, resume_from: str | None,
-                       note: str | None) -> tuple[AgentAnswer, str | None]:
+                       note: str | None, budget_left: float | None) -> tuple[AgentAnswer, str | None]:
         """Collect, re-attach or start the attempt: (its answer, its session id)."""
         run = self._run_dir(request, attempt, row)
         session = (row or {}).get("session_id")
@@ -275,7 +284,7 @@ class Dispatcher:
                     return await self._collect(request, attempt, run, reattached=True, progress=progress), session
                 return await self._collect(request, attempt, run, reattached=True, vanished_while_down=True), session
         async with self._slot(request):
-            session, proc = await self._start(request, attempt, run, resume_from, note)
+            session, proc = await self._start(request, attempt, run, resume_from, note, budget_left)
             progress = await self._wait(request, attempt, run, proc=proc) if proc is not False else None
         return await self._collect(request, attempt, run, reattached=False, progress=progress), session
 
@@ -350,7 +359,7 @@ class Dispatcher:
         return Session(session_id), note
 
     async def _start(self, request: DispatchRequest, attempt: int, run: RunDir, resume_from: str | None,
-                     note: str | None):
+                     note: str | None, budget_left: float | None):
         """Start the attempt: (its session id, the process handle in subprocess mode / None in tmux /
         False when it could not start)."""
         run.path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -364,7 +373,7 @@ class Dispatcher:
         # where, on which host, which session: recorded before the process exists
         await self._record_start(request, attempt, run, reattached=False, session_id=session_id,
                                  resumed_from=resumed, note=note)
-        argv = self.agent.argv(request.role, session=session, budget_left_usd=request.budget_left_usd)
+        argv = self.agent.argv(request.role, session=session, budget_left_usd=budget_left)
         launch = launcher.Launch(
             argv=tuple(argv), env=env, cwd=request.cwd, title=f"{request.spec_id}:{request.role}",
             unset=self.unset_env, tmux_keep_s=self.config.agent.tmux_keep, max_output=self.config.agent.max_output,

@@ -36,10 +36,12 @@ KILL_MARKERS = ("timed_out", "stalled", "cancelled")
 
 
 def process_start_time(pid: int) -> str | None:
-    """An opaque start-time token for `pid` (None if it is not running); guards pid reuse."""
+    """An opaque start-time token for `pid` (None if it is not running, a zombie included); guards pid reuse."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
+        if fields[0] in (b"Z", b"X"):  # a zombie waiting for its parent (or init) to reap it: gone
+            return None
         return fields[19].decode()
     except FileNotFoundError:
         return None

@@ -4,19 +4,25 @@ A step that opens a gate, reminds, answers one, pauses or ends a spec adds a row
 naming the event (`gate:<id>:question`, `spec:<id>:done`, ...): a re-run step adds nothing new.
 The worker that runs the notifiers (holding the `notifier` lease) sends the rows not yet sent,
 oldest first, and marks each sent: at-least-once (a crash between sending and marking may send
-one twice), the same for every worker's specs.
+one twice), the same for every worker's specs. On Postgres a new row is NOTIFY'd on
+OUTBOX_CHANNEL, so the sending worker hears of rows added on other workers at once.
 """
 
 from __future__ import annotations
 
-from iwo_lite.store import All, Op, Write
+from iwo_lite.store import DIALECT, All, One, Op, Write
 from iwo_lite.times import utc_now
+
+OUTBOX_CHANNEL = "iwo_outbox"  # Postgres: NOTIFY'd after a row is added; the sending worker listens
 
 
 def added(key: str, kind: str, spec_id: str, gate_id: str | None = None) -> Op:
     """True when the event is new (a re-run step finds it already there)."""
-    return (yield Write("INSERT INTO iwo_outbox (key, kind, spec_id, gate_id, created_at) VALUES (?, ?, ?, ?, ?)"
-                        " ON CONFLICT DO NOTHING", (key, kind, spec_id, gate_id, utc_now()))) == 1
+    new = (yield Write("INSERT INTO iwo_outbox (key, kind, spec_id, gate_id, created_at) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT DO NOTHING", (key, kind, spec_id, gate_id, utc_now()))) == 1
+    if new and (yield DIALECT) == "postgresql":
+        yield One("SELECT pg_notify(?, ?)", (OUTBOX_CHANNEL, key))
+    return new
 
 
 def unsent(limit: int = 50) -> Op:

@@ -208,21 +208,38 @@ def listed(limit: int | None = None, spec_id: str | None = None) -> Op:
     return specs, max(0, total - len(specs))
 
 
-# "Saved by replay": what a daemon without checkpoints would have paid again. Each daemon start
-# recovers the unfinished specs and returns every dispatch they finished from the checkpoint;
-# a run collected or re-attached after a restart (reattached = 1) was not started again either.
+# "Saved by replay": what a daemon without checkpoints would have paid again. A recovery of a
+# spec is an event that made a worker replay it from its checkpoints, returning every dispatch
+# it had finished (finished_at before the event) instead of running it again:
+#   - a start of the daemon that held the spec (iwo_daemon_starts): on SQLite every start (one
+#     daemon owns the file and recovers every unfinished spec); on Postgres only a start of the
+#     worker holding it, not any other worker's start;
+#   - a takeover (iwo_workers.recovered_at): the silent worker that held it was recovered by another.
+# The holder at a moment is the executor of the spec's latest attempt started before it
+# (iwo_attempts.executor_id), or the worker that took that executor over since (recovered_by).
+# A run collected or re-attached after a restart (reattached = 1) was not started again either.
 SAVED_SQL = """
+WITH events AS (
+  SELECT started_at AS at, executor_id AS executor FROM iwo_daemon_starts
+  UNION ALL
+  SELECT recovered_at, executor_id FROM iwo_workers WHERE recovered_at IS NOT NULL
+), recoveries AS (
+  SELECT e.at FROM events e JOIN iwo_specs s ON s.id = :id
+  WHERE NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < e.at)
+    AND EXISTS (SELECT 1 FROM iwo_attempts a WHERE a.spec_id = s.id AND a.finished_at < e.at)
+    AND (NOT EXISTS (SELECT 1 FROM iwo_workers)
+         OR e.executor = (SELECT COALESCE((SELECT w.recovered_by FROM iwo_workers w
+                                            WHERE w.executor_id = l.executor_id AND w.recovered_at > l.started_at
+                                              AND w.recovered_at < e.at),
+                                           l.executor_id, e.executor)
+                          FROM iwo_attempts l WHERE l.spec_id = s.id AND l.started_at < e.at
+                          ORDER BY l.started_at DESC, l.step DESC, l.attempt DESC LIMIT 1))
+)
 SELECT
-  (SELECT COALESCE(SUM(a.cost_usd), 0) FROM iwo_attempts a
-     JOIN iwo_specs s ON s.id = a.spec_id
-     JOIN iwo_daemon_starts d ON a.finished_at < d.started_at
-      AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at)
-   WHERE a.spec_id = :id)
+  (SELECT COALESCE(SUM(a.cost_usd), 0) FROM recoveries r JOIN iwo_attempts a ON a.spec_id = :id
+     AND a.finished_at < r.at)
   + (SELECT COALESCE(SUM(cost_usd), 0) FROM iwo_attempts WHERE spec_id = :id AND reattached = 1) AS saved,
-  (SELECT COUNT(*) FROM iwo_daemon_starts d JOIN iwo_specs s ON s.id = :id
-    WHERE EXISTS (SELECT 1 FROM iwo_attempts a WHERE a.spec_id = s.id AND a.finished_at < d.started_at)
-      AND NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < d.started_at))
-   AS recoveries
+  (SELECT COUNT(*) FROM recoveries) AS recoveries
 """
 
 
