@@ -5,12 +5,10 @@ specs. Real daemon, real CLI, the fake `claude`; nothing mocked."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
