@@ -89,12 +89,12 @@ def check_ready(config: Config) -> None:
     """What would fail at the first dispatch, said at start-up (UserError, one line)."""
     if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
         raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
-    full = [role for role, rc in config.roles.items() if rc.permissions == "full"]
-    kind = config.agent.kind or agents.kind_for(config.agent.command)
-    if full and kind == "claude" and os.geteuid() == 0 and os.environ.get("IS_SANDBOX") != "1":
-        raise UserError(f'roles.{full[0]}.permissions = "full": running as root, Claude Code refuses '
-                        "--dangerously-skip-permissions unless IS_SANDBOX=1 is set; export IS_SANDBOX=1 if this "
-                        "machine is a sandbox, or choose another profile")
+    if (config.agent.kind or agents.kind_for(config.agent.command)) == "claude":
+        from iwo_lite.agents.claude import full_profile_refused
+
+        refused = full_profile_refused(config)
+        if refused:
+            raise UserError(refused)
     if config.workspace == "worktree":
         repo = workspace.describe_repo(str(config.workdir))
         if not repo["repository"]:

@@ -34,6 +34,7 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
     found = shutil.which(agent)
     results.append((bool(found), f"agent command: {agent}" + (f" -> {found}" if found else " not found"),
                     "install Claude Code, or set agent.command in the config"))
+    results += _agent_checks(config)
     results.append((config.workdir.is_dir(), f"workdir: {config.workdir}",
                     "create it, or set workdir to your repository"))
     results += _git_checks(config)
@@ -97,6 +98,24 @@ def _git_checks(config: Config) -> list[tuple[bool, str, str]]:
 def _looks_like_repository(path) -> bool:
     """A `.git` in the directory or a parent (for when git itself is missing)."""
     return any((folder / ".git").exists() for folder in (path, *path.parents))
+
+
+def _agent_checks(config: Config) -> list[tuple[bool, str, str]]:
+    """The agent kind and, for Claude Code, the permission profiles (the root/IS_SANDBOX refusal)."""
+    from iwo_lite import agents
+    from iwo_lite.agents.claude import DEFAULT_PERMISSIONS, full_profile_refused
+
+    kind = config.agent.kind or agents.kind_for(config.agent.command)
+    if kind != "claude":
+        return [(True, "agent kind: json (one result object on stdout; no profiles, sessions or progress)", "")]
+    profiles = {role: rc.permissions or DEFAULT_PERMISSIONS[role] for role, rc in config.roles.items()}
+    shown = ", ".join(f"{role} {profile}" for role, profile in profiles.items())
+    results = [(True, f"agent kind: claude; permissions: {shown}", "")]
+    refused = full_profile_refused(config)
+    if refused:
+        what, _, fix = refused.partition("; ")
+        results.append((False, what, fix))
+    return results
 
 
 def _database_checks(config: Config) -> list[tuple[bool, str, str]]:

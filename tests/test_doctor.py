@@ -27,3 +27,23 @@ def test_doctor_counts_unfinished_specs_of_another_replay_version(home):
     assert "1 unfinished spec(s) of another version (iwo-replay-0: 1)" in stranded.stdout
     assert "run the build that started them" in stranded.stdout
     assert home.spec(spec_id)["state"] == "waiting"  # status still shows it as it was
+
+
+def test_a_full_profile_as_root_without_is_sandbox_is_said_at_start_up(home):
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("Claude Code refuses --dangerously-skip-permissions only as root")
+    home.env["COLUMNS"] = "1000"
+    home.env.pop("IS_SANDBOX", None)
+    config = (home.root / "config.toml").read_text().replace("[agent]\n", '[agent]\nkind = "claude"\n')
+    (home.root / "config.toml").write_text(config + '\n[roles.builder]\npermissions = "full"\n')
+    doctor = home.cli("doctor")
+    assert doctor.returncode == 1 and "IS_SANDBOX=1" in doctor.stdout and "roles.builder" in doctor.stdout
+    refused = home.cli("run", timeout=60)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "IS_SANDBOX=1" in refused.stderr and "roles.builder.permissions" in refused.stderr
+    home.env["IS_SANDBOX"] = "1"
+    assert "refuses" not in home.cli("doctor").stdout

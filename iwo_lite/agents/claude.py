@@ -70,6 +70,9 @@ OWNED_FLAGS: dict[str, int | str] = {
     "--disallowedTools": "*", "--disallowed-tools": "*",
     "--dangerously-skip-permissions": 0,
     "--max-budget-usd": 1,
+    # not iwo-lite's to set, but they would break it: no transcript to resume, the prompt not on stdin
+    "--no-session-persistence": 0,
+    "--input-format": 1,
 }
 
 MIN_BUDGET_USD = 0.01  # --max-budget-usd 0 (or not a number) crashes the CLI: never pass less than this
@@ -536,3 +539,14 @@ def from_config(config) -> ClaudeAgent:
 __all__ = ["PROFILES", "DEFAULT_PERMISSIONS", "OWNED_FLAGS", "CONTINUE_PROMPT", "ClaudeAgent", "Session",
            "StreamReader", "StreamScan", "continue_prompt", "estimate_cost", "from_config", "project_dir_name",
            "scan_stream", "session_id_for", "strip_owned", "tool_summary", "verdict_schema"]
+
+
+def full_profile_refused(config) -> str | None:
+    """Why Claude Code would refuse a role's "full" profile here (as root without IS_SANDBOX=1), or None."""
+    full = [role for role, rc in config.roles.items()
+            if (getattr(rc, "permissions", None) or DEFAULT_PERMISSIONS[role]) == "full"]
+    if not full or os.geteuid() != 0 or os.environ.get("IS_SANDBOX") == "1":
+        return None
+    return (f'roles.{full[0]}.permissions = "full": running as root, Claude Code refuses '
+            "--dangerously-skip-permissions unless IS_SANDBOX=1 is set; export IS_SANDBOX=1 if this machine "
+            "is a sandbox, or choose another profile")
