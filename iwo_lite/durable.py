@@ -42,13 +42,13 @@ SERIALIZER = DBOSPortableJSONSerializer()
 NOTIFICATION_POLL_S = 10.0
 # The queue only carries forked and resumed specs (submitted specs are started by the daemon's
 # Starter at once): one of those waits at most this long for its first step.
-QUEUE_POLL_S = 5.0
+QUEUE_POLL_S = 10.0
 # DBOS's own queue: recovery re-enqueues every unfinished spec there at launch, so it keeps DBOS's
 # default 1 s for the first RECOVERY_WINDOW_S after launch, then this (a resumed cancelled spec, a
 # silent worker's specs taken over, wait at most this long).
-INTERNAL_QUEUE_POLL_S = 5.0
+INTERNAL_QUEUE_POLL_S = 10.0
 RECOVERY_WINDOW_S = 20.0
-BACKGROUND_JOBS_S = 10.0  # DBOS's sweep of delayed and timed-out workflows (iwo-lite uses neither); default 1 s
+BACKGROUND_JOBS_S = 30.0  # DBOS's sweep of delayed and timed-out workflows (iwo-lite uses neither); default 1 s
 SCHEDULER_POLL_S = 600.0  # DBOS's scheduler (iwo-lite schedules nothing); default 30 s
 STEP_RETRIES = dict(retries_allowed=True, max_attempts=4, interval_seconds=0.5, backoff_rate=2.0)
 # Every daemon restart counts as a recovery attempt; a gate may wait through many restarts.

@@ -195,14 +195,15 @@ async def dispatch(spec: SpecInput, step: int, role: str, history: list[Outcome]
     A pause (overload, usage limit) returns before the handoff, with where to continue (`carry`)."""
     runtime = rt()
     spec_id = spec["id"]
-    await runtime.store.run(spec_rows.at_step(spec_id, step, role))
+    if carry:  # a dispatch continued after a pause: running again (prepare marked the step itself)
+        await runtime.store.run(spec_rows.at_step(spec_id, step, role))
     await runtime.store.run(run_rows.step_started(spec_id, step, role))
     if prepared["start"]:
         await runtime.store.run(run_rows.step_commits(spec_id, step, prepared["start"], None))
     role_config = runtime.config.roles[role]
     brief = read_text(role_config.prompt_file) if role_config.prompt_file else None
     handoff_dir = runtime.home.handoff_dir(spec_id)
-    texts = await _earlier_handoffs(runtime, spec, history)
+    texts, stored = await _earlier_handoffs(runtime, spec, history)
     prompt = roles.render_prompt(
         role=role, spec_id=spec_id, step=step, spec_text=spec["text"], brief=brief,
         handoffs=[dict(entry, text=texts[entry["step"]]) for entry in history],
@@ -224,9 +225,8 @@ async def dispatch(spec: SpecInput, step: int, role: str, history: list[Outcome]
     handoff_path = runtime.home.handoff_path(spec_id, step, role)
     shown = answer if error is None else AgentAnswer(**{**answer.to_json(), "error": error})
     handoff_text = render_handoff(spec_id=spec_id, step=step, role=role, answer=shown, attempts=result.attempts)
-    stored = (await runtime.store.run(run_rows.handoff_texts(spec_id))).get(step)
-    if stored is not None:  # a re-run step: the first handoff written is the handoff
-        handoff_text = stored
+    if step in stored:  # a re-run step: the first handoff written is the handoff
+        handoff_text = stored[step]
     _write_handoff(handoff_path, handoff_text)
     await runtime.store.run(run_rows.step_finished(
         spec_id, step, verdict=answer.verdict, summary=answer.summary, question=answer.question,
@@ -506,8 +506,10 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-async def _earlier_handoffs(runtime: Runtime, spec: SpecInput, history: list[Outcome]) -> dict[int, str]:
-    """The text of each earlier handoff, by step, from the database (any worker may have written it).
+async def _earlier_handoffs(runtime: Runtime, spec: SpecInput, history: list[Outcome]
+                            ) -> tuple[dict[int, str], dict[int, str]]:
+    """The text of each earlier handoff, by step, from the database (any worker may have written it);
+    and every handoff text stored so far (a re-run step finds its own there).
 
     With several workers a spec can move to another machine: its spec.md and missing handoff
     files are written into this home too, so the agent's IWO_HANDOFF_DIR holds them all.
@@ -523,7 +525,7 @@ async def _earlier_handoffs(runtime: Runtime, spec: SpecInput, history: list[Out
         else:  # written before the database kept handoffs (an older build)
             text = read_text(Path(entry["handoff"]))
         texts[entry["step"]] = _clip(text, HANDOFF_READ_LIMIT)
-    return texts
+    return texts, stored
 
 
 def _clip(text: str, limit: int) -> str:

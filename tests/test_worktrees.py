@@ -89,10 +89,22 @@ class Work:
                 "stash": self.git("stash", "list")}
 
 
+_MADE: list[IwoHome] = []
+
+
+@pytest.fixture(autouse=True)
+def _cleanup_homes():
+    """Every home make_home made in a test: its daemons killed, its agents too, after the test."""
+    yield
+    while _MADE:
+        _MADE.pop().cleanup()
+
+
 def make_home(tmp_path: Path, name: str = "home", *, top: str = "", git: str = "", repo: bool = True,
               **configure) -> tuple[IwoHome, Work]:
     """A home whose workdir (<home>/work) is a new repository on main with one commit."""
     home = IwoHome(tmp_path / name)
+    _MADE.append(home)
     gitconfig = home.root / "global.gitconfig"
     gitconfig.write_text(HOSTILE_GITCONFIG)
     home.env.update(GIT_CONFIG_GLOBAL=str(gitconfig), GIT_CONFIG_NOSYSTEM="1")

@@ -467,7 +467,8 @@ class Dispatcher:
                                  f"(agent.max_output; {cut.strip()} bytes dropped)")
             elif answer.error and stderr_tail and stderr_tail not in answer.error:
                 answer = replace(answer, error=f"{answer.error}; stderr: {stderr_tail}")
-        await self._record_start(request, attempt, run, reattached=reattached)
+        if reattached:  # this daemon did not start it: its row gets the pid it sees, and the mark
+            await self._record_start(request, attempt, run, reattached=True)
         if progress is None and getattr(self.agent, "streams", False):  # collected after a restart
             progress = _Progress.final_of(self.agent, run)
         await self.store.run(rows.attempt_finished(
