@@ -9,9 +9,10 @@ Background tasks, each woken by an event rather than a fast timer (the daemon is
 idle; each has a slow sweep as a safety net, say its constant):
 
     Starter    starts the workflow of each queued spec (oldest first, while this worker has
-               agent capacity). Woken by a poke: SIGUSR1 from `submit` and the answers,
-               the inbox, the loop (a spec ended, parked at a gate or paused), and on Postgres
-               NOTIFY iwo_specs. Sweep: STARTER_SWEEP_S.
+               agent capacity), and hands back a workflow left PENDING with nothing running it.
+               Woken by a poke: SIGUSR1 from `submit` and the answers, the inbox, the loop (a
+               spec ended, parked at a gate or paused), and on Postgres NOTIFY iwo_specs.
+               Sweep: STARTER_SWEEP_S.
     Gates      wakes the workflows of answered gates (gates.py). Woken by the same pokes and
                NOTIFY iwo_answers. Sweep: gates.WAKE_SWEEP_S.
     Courier    sends the outbox (gate questions, reminders, answered marks, spec events) to
@@ -51,13 +52,21 @@ from iwo_lite.times import iso_utc
 
 log = logging.getLogger("iwo_lite")
 LOCK_PATIENCE_S = 1.0
-STARTER_SWEEP_S = 30.0  # safety net: start queued specs even if a poke was lost
+STARTER_SWEEP_S = 30.0  # safety net: start queued specs even if a poke was lost; look for stuck specs
 COURIER_SWEEP_S = 30.0  # safety net: send the outbox even if a wake-up was lost
 COURIER_RETRY_S = 2.0  # a notifier not ready yet (the bot still connecting): look again this soon
 OUTBOX_MAX_AGE_S = 3600.0  # events nobody sent for this long are not sent late (a bot just turned on)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Never in an agent's environment: the database URL holds a password on Postgres.
 SECRET_ENV = ("IWO_DATABASE_URL",)
+
+
+def sweep_s() -> float:
+    """STARTER_SWEEP_S, or $IWO_SWEEP_S (the tests' shorter sweep)."""
+    try:
+        return max(0.5, float(os.environ.get("IWO_SWEEP_S", STARTER_SWEEP_S)))
+    except ValueError:
+        return STARTER_SWEEP_S
 
 
 def acquire_lock(lock_path: Path) -> int:
@@ -243,6 +252,7 @@ class Starter:
         self.store = store
         self.config = config
         self._kick = asyncio.Event()
+        self._suspects: set[str] = set()
 
     def poke(self) -> None:
         self._kick.set()
@@ -254,9 +264,23 @@ class Starter:
         while True:
             try:
                 await self.start_queued()
+                await self.recover_stuck()
             except Exception as error:  # the database away for a moment: the next poke or sweep retries
                 log.warning("starting queued specs failed: %s", error)
-            await _wait_or(self._kick, STARTER_SWEEP_S)
+            await _wait_or(self._kick, sweep_s())
+
+    async def recover_stuck(self) -> None:
+        """A spec whose workflow is PENDING in the database while nothing here runs it (a step failed
+        in a way that left no task behind: e.g. the disk was full when DBOS recorded the end) is handed
+        back to be replayed from its checkpoints — no restart needed. Seen twice in a row first (a
+        workflow being started is PENDING a moment before it runs)."""
+        me = self.config.executor_id
+        idle = set(await asyncio.to_thread(durable.Internals.idle_pending, me))
+        for workflow_id in idle & self._suspects:
+            if await asyncio.to_thread(durable.Internals.requeue, workflow_id, me):
+                log.warning("spec %s: its workflow was left pending with nothing running it; replaying it from its "
+                            "last checkpoint", workflow_id)
+        self._suspects = idle
 
     async def start_queued(self) -> None:
         me = self.config.executor_id

@@ -9,7 +9,8 @@ internals iwo-lite needs that have no public form, behind one shim (`Internals`)
 * recovering the specs of another executor (a silent worker): `DBOS._recover_pending_workflows`,
   what DBOS's admin endpoint /dbos-workflow-recovery calls;
 * waking this process's `recv` at once after the daemon's own `send` (on SQLite DBOS polls);
-* slowing the polls of DBOS's own background threads that have no setting (quiet when idle).
+* slowing the polls of DBOS's own background threads that have no setting (quiet when idle);
+* finding a workflow left PENDING with nothing running it, and handing it back to be replayed.
 
 Importing this module costs ~0.6 s (SQLAlchemy, psycopg): commands that can answer without
 DBOS (`status`, `doctor`, answers) never import it.
@@ -209,6 +210,28 @@ class Internals:
             instance._registry.get_internal_queue()._polling_interval_sec = INTERNAL_QUEUE_POLL_S
 
     @staticmethod
+    def idle_pending(executor_id: str) -> list[str]:
+        """This executor's PENDING workflows of this build that nothing in this process runs."""
+        from dbos import _dbos
+
+        instance = _dbos._dbos_global_instance
+        if instance is None:
+            return []
+        active = set(instance._active_workflows_set.activeList())
+        pending = instance._sys_db.get_pending_workflows(executor_id, REPLAY_VERSION)
+        return [w.workflow_id for w in pending if w.workflow_id not in active]
+
+    @staticmethod
+    def requeue(workflow_id: str, executor_id: str) -> bool:
+        """Hand a PENDING workflow back to DBOS's internal queue, as recovery does (it replays from its
+        checkpoints); False when it is no longer PENDING under this executor."""
+        from dbos import _dbos, _utils
+
+        instance = _dbos._dbos_global_instance
+        return bool(instance and instance._sys_db.reenqueue_for_recovery(workflow_id, [executor_id],
+                                                                          _utils.INTERNAL_QUEUE_NAME))
+
+    @staticmethod
     def wake_waiter(workflow: str, topic: str) -> bool:
         """End this process's recv on (workflow, topic) now instead of at DBOS's next poll.
 
@@ -245,6 +268,15 @@ def check_internals() -> list[str]:
     system_db = getattr(_sys_db, "SystemDatabase", None)
     if system_db is None or not callable(getattr(system_db, "_waiter", None)):
         missing.append("SystemDatabase._waiter")
+    for method in ("get_pending_workflows", "reenqueue_for_recovery"):
+        if system_db is None or not callable(getattr(system_db, method, None)):
+            missing.append(f"SystemDatabase.{method}")
+    from dbos import _core, _utils
+
+    if not callable(getattr(getattr(_core, "ActiveWorkflowById", None), "activeList", None)):
+        missing.append("ActiveWorkflowById.activeList")
+    if not isinstance(getattr(_utils, "INTERNAL_QUEUE_NAME", None), str):
+        missing.append("dbos._utils.INTERNAL_QUEUE_NAME")
     if system_db is not None and "notifications_map" not in getattr(system_db.__init__, "__code__", None).co_names:
         missing.append("SystemDatabase.notifications_map")
     from dbos import _queue, _scheduler, _workflow_commands

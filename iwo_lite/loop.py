@@ -55,7 +55,8 @@ class Runtime:
     home: Home
     store: AsyncStore
     dispatcher: Dispatcher
-    wake_notifiers: object = None  # called after an outbox row is added (the daemon delivers it)
+    on_change: object = None  # called after an outbox row is added: a spec ended, waits or paused (the daemon
+    # sends the row, and may start another queued spec)
 
 
 _runtime: Runtime | None = None
@@ -75,8 +76,8 @@ def rt() -> Runtime:
 async def _announce(key: str, kind: str, spec_id: str, gate_id: str | None = None) -> None:
     """Add an event to the outbox (once per key) and wake the notifiers."""
     runtime = rt()
-    if await runtime.store.run(outbox.added(key, kind, spec_id, gate_id)) and runtime.wake_notifiers:
-        runtime.wake_notifiers()
+    if await runtime.store.run(outbox.added(key, kind, spec_id, gate_id)) and runtime.on_change:
+        runtime.on_change()
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ async def prepare(spec_id: str, step: int, role: str, settings: Settings, head: 
     cwd, start, blocked = str(runtime.config.workdir), None, None
     if settings["workspace"] == "worktree":
         branch = workspace.spec_branch(spec_id)  # a fork's own branch, though its settings are its parent's
-        made = await _in_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
+        made = await asyncio.to_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
         if "error" in made:
             blocked = made["error"]
         else:
@@ -174,10 +175,6 @@ def _ensure_worktree(runtime: Runtime, spec_id: str, branch: str, settings: Sett
            "git.remote is not set, so it cannot be fetched (set it: the branch is pushed there after each dispatch)")
     return {"error": f"Cannot continue branch {branch} in {repo}: {cause}; {how}. Fix it (e.g. fetch the branch "
                      f"into {repo}), then approve to try again; reject ends the spec."}
-
-
-async def _in_thread(function, *args, **kwargs):
-    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 @durable.step(name="budget_approved", **durable.STEP_RETRIES)
@@ -257,7 +254,7 @@ async def commit(spec_id: str, step: int, role: str, summary: str, settings: Set
     runtime = rt()
     git = runtime.config.git
     path = str(runtime.home.worktree(spec_id))
-    made = await _in_thread(workspace.commit_dispatch, path, workspace.dispatch_message(step, role, summary),
+    made = await asyncio.to_thread(workspace.commit_dispatch, path, workspace.dispatch_message(step, role, summary),
                             git.author, workspace.dispatch_tag(spec_id, step), since=start,
                             branch=workspace.spec_branch(spec_id))
     # the dispatch's commit: ours, else the agent's own last commit when it committed by itself
@@ -266,7 +263,7 @@ async def commit(spec_id: str, step: int, role: str, summary: str, settings: Set
     await runtime.store.run(spec_rows.on_branch(spec_id, None, made["head"]))
     if git.remote:
         branch = workspace.spec_branch(spec_id)
-        pushed = await _in_thread(workspace.push_branch, path, git.remote, branch)
+        pushed = await asyncio.to_thread(workspace.push_branch, path, git.remote, branch)
         if not pushed["ok"]:
             log.warning("%s: pushing %s to %s failed: %s", spec_id, branch, git.remote, pushed.get("detail"))
     return {"commit": made["commit"], "head": made["head"]}
@@ -278,14 +275,14 @@ async def finish_workspace(spec_id: str, state: str, settings: Settings, title: 
     worktree removed once nothing more is to be done there. {"ok", "question"}."""
     runtime = rt()
     git = runtime.config.git
-    repo, branch = await _in_thread(_spec_repo, runtime, settings), workspace.spec_branch(spec_id)
+    repo, branch = await asyncio.to_thread(_spec_repo, runtime, settings), workspace.spec_branch(spec_id)
     result = {"ok": True, "question": ""}
     if state == "done" and git.on_done == "merge" and not settings["base_branch"]:
         # submitted on a detached HEAD: no branch to merge into, and asking could never succeed
         result["note"] = f"not merged: the workdir was on no branch (a detached HEAD) at submit; {branch} is kept"
         log.warning("%s: %s", spec_id, result["note"])
     elif state == "done" and git.on_done == "merge":
-        merged = await _in_thread(workspace.merge_branch, repo, branch, settings["base_branch"],
+        merged = await asyncio.to_thread(workspace.merge_branch, repo, branch, settings["base_branch"],
                                   f"Merge {branch}: {title}", git.author)
         if not merged["ok"]:
             files = ", ".join(merged["files"][:10])
@@ -294,7 +291,7 @@ async def finish_workspace(spec_id: str, state: str, settings: Settings, title: 
                 + (f" ({files})" if files else "") + f". {merged['detail']} Fix it (the workdir must be clean and on "
                 f"{settings['base_branch']}), then approve to merge again; reject leaves the branch unmerged.")}
     elif state == "done" and git.on_done == "command" and git.done_command:
-        ran = await _in_thread(workspace.run_done_command, git.done_command, str(runtime.config.workdir), branch,
+        ran = await asyncio.to_thread(workspace.run_done_command, git.done_command, str(runtime.config.workdir), branch,
                                spec_id, title)
         log.info("%s: git.done_command exited %s: %s", spec_id, ran["exit_code"], ran["output"][-500:].strip())
         result["done_command"] = {"argv": ran["argv"], "exit_code": ran["exit_code"], "output": ran["output"]}
@@ -303,7 +300,7 @@ async def finish_workspace(spec_id: str, state: str, settings: Settings, title: 
                 f"git.done_command failed (exit {ran['exit_code']}{', timed out' if ran['timed_out'] else ''}): "
                 f"{ran['output'][-500:]} Approve to run it again, reject to leave it."))
     if result["ok"]:
-        await _in_thread(workspace.remove_worktree, repo, str(runtime.home.worktree(spec_id)))
+        await asyncio.to_thread(workspace.remove_worktree, repo, str(runtime.home.worktree(spec_id)))
     return result
 
 

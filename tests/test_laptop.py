@@ -200,3 +200,23 @@ def test_many_queued_specs_stay_queued_and_finish_in_submission_order(home):
     finished = [row[0] for row in home.query("SELECT id FROM iwo_specs ORDER BY updated_at")]
     # two at a time: a spec may finish before the one submitted just before it, never before older ones
     assert all(finished.index(ids[i]) < finished.index(ids[i + 2]) for i in range(len(ids) - 2)), finished
+
+
+def test_a_workflow_left_pending_with_nothing_running_it_is_replayed_without_a_restart(home):
+    """What a step that failed in the wrong place leaves behind (e.g. the end not recorded): DBOS says
+    PENDING, nothing in the daemon runs it. The daemon hands it back to be replayed from its checkpoints."""
+    import sqlite3
+
+    home.env["IWO_SWEEP_S"] = "1"
+    spec_id = home.submit()
+    daemon = home.start()
+    home.wait_state(spec_id, "done")
+    conn = sqlite3.connect(home.root / "iwo.sqlite", timeout=10)
+    with conn:
+        conn.execute("UPDATE workflow_status SET status = 'PENDING', output = NULL WHERE workflow_uuid = ?",
+                     (spec_id,))
+    conn.close()
+    wait_for(lambda: home.query("SELECT status FROM workflow_status WHERE workflow_uuid = ?", (spec_id,))
+             == [("SUCCESS",)], 60, daemon.log)
+    assert "left pending with nothing running it" in daemon.log()
+    assert home.role_counts(spec_id) == DEFAULT_ROLE_COUNTS  # replayed from checkpoints: no agent ran again
