@@ -653,8 +653,11 @@ def test_signals_while_a_bash_tool_runs(cli, how):
         left = processes_running(marker)
         assert len(cli.requests()) == 1  # no further (paid) call
         if name == "SIGINT":
-            assert code == 1 and left == []  # the CLI kills its tool and prints a result
+            # the CLI kills its tool and prints an error result; its exit status is 1, or 0 about
+            # one time in ten (measured 2026-12-02: 2 of 15): iwo-lite reads is_error, not the status
+            assert code in (0, 1) and left == []
             result = json.loads(out)
+            assert result["is_error"] is True and result["subtype"] == "error_during_execution"
             assert result["terminal_reason"] == "aborted_tools" and result["total_cost_usd"] == pytest.approx(0.001)
         else:
             assert code == -signal.SIGKILL if name == "SIGKILL" else code == 143
