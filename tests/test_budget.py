@@ -93,6 +93,37 @@ def test_a_cap_reached_to_the_cent_is_reached(home):
     assert "deployer" not in home.role_counts(spec_id)
 
 
+def test_retries_of_a_failing_call_stop_at_the_cap_and_ask(home):
+    """A call that fails (no verdict) after spending the whole cap is not tried again: the budget gate
+    asks before any retry would go past the cap, and reject ends the spec with nothing more paid."""
+    budget_home(home, "per_spec_usd = 0.05", {"default": {"cost": 0.01},
+                                             "roles": {"planner": [{"mode": "no_verdict", "cost": 0.10}]}},
+                retries=2)
+    spec_id = home.submit()
+    home.start()
+    spec = waiting_at(home, spec_id, "02-budget1")
+    starts = [line for line in fake_claude.read_log(home.log) if line["event"] == "start"]
+    assert [(line["role"], line["attempt"]) for line in starts] == [("planner", 1)]  # no retry past the cap
+    assert spec["gate_reason"] == "budget" and "spent $0.10 of its $0.05 cap" in spec["question"]
+    assert spec["cost_usd"] == pytest.approx(0.10)
+    home.cli("reject", spec_id, check=True)
+    home.wait_state(spec_id, "rejected")
+    assert len([line for line in fake_claude.read_log(home.log) if line["event"] == "start"]) == 1
+
+
+def test_retries_go_on_while_the_cap_has_room(home):
+    """Under the cap, a failing call's retries run as agent.retries says (the budget stops only spending)."""
+    budget_home(home, "per_spec_usd = 1.00", {"default": {"cost": 0.01}, "roles": {"planner": [
+        {"cost": 0.02, "attempts": {"1": {"mode": "no_verdict"}, "2": {"mode": "no_verdict"}}}]}},
+                retries=2)
+    spec_id = home.submit()
+    home.start()
+    home.wait_state(spec_id, "done")
+    starts = [(line["role"], line["attempt"]) for line in fake_claude.read_log(home.log) if line["event"] == "start"]
+    assert starts[:3] == [("planner", 1), ("planner", 2), ("planner", 3)]
+    assert home.spec(spec_id)["gates"] == []
+
+
 def test_no_cap_means_no_gate_and_a_null_budget(home):
     budget_home(home, "per_spec_usd = 0\ndaily_usd = 0")
     spec_id = home.submit()

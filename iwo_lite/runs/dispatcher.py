@@ -75,6 +75,8 @@ CANCELLED = "agent run stopped by `iwo-lite cancel`"
 NO_RETRY = ("denied", "fatal", "max_turns", "budget", "cancelled")
 PAUSES = {"overloaded": "overloaded", "rate_limited": "rate limited", "usage_limit": "usage limit"}
 NOT_COUNTED = ("interrupted", "no_session", "session_in_use")
+BUDGET_SPENT = "the spec's budget is spent by this dispatch's attempts (no retry past the cap)"
+SPENT_OUT_USD = 1e-9  # sums of float costs fall short by rounding: within this of nothing left is nothing
 BACKOFF_S = (60, 120, 240, 480, 900)  # overload / rate limit: the n-th pause waits this long (then 900 s)
 log = logging.getLogger("iwo_lite")
 
@@ -170,6 +172,11 @@ class Dispatcher:
         errors: list[str] = []
         answer = AgentAnswer(error="no attempt ran")
         while attempt < MAX_ATTEMPTS and (tries < total or self._started(request, attempt + 1)):
+            if self._spent_out(request, spent) and not self._started(request, attempt + 1):
+                # the earlier attempts spent what was left: no new call before the budget gate asks
+                errors.append(f"attempt {attempt + 1}: not started: {BUDGET_SPENT}")
+                return DispatchResult(replace(answer, error=f"{answer.error}; {BUDGET_SPENT}", error_class="budget"),
+                                      attempt, tuple(errors))
             attempt += 1
             row = await self.store.run(rows.attempt(request.spec_id, request.step, attempt))
             unreachable = await self._unreachable(request, attempt, row)
@@ -194,6 +201,12 @@ class Dispatcher:
             if kind not in NOT_COUNTED:
                 tries += 1
         return DispatchResult(answer, attempt, tuple(errors))
+
+    @staticmethod
+    def _spent_out(request: DispatchRequest, spent_usd: float) -> bool:
+        """This dispatch's attempts spent what the spec had left (a retry would go past the cap)."""
+        left = _left(request.budget_left_usd, spent_usd)
+        return left is not None and spent_usd > 0 and left <= SPENT_OUT_USD
 
     def _started(self, request: DispatchRequest, attempt: int) -> bool:
         """An attempt that started before a restart is always collected (even if agent.retries was lowered)."""
