@@ -82,7 +82,7 @@ def fork(config: Config, args: argparse.Namespace) -> int:
         row = store.run(checkpoints.fork_point(args.spec_id, args.from_role))
         if row is None:
             raise UserError(f"{args.spec_id}: the {args.from_role} has not run yet; nothing to fork from")
-        new_id = store.run(spec_rows.forked(args.spec_id, args.from_role))
+        new_id = store.run(spec_rows.forked(args.spec_id, args.from_role, config.budget.per_spec_usd or None))
     durable.prepare_database(config)
     with durable.Client(config) as client:
         client.fork(args.spec_id, row["function_id"], new_id)

@@ -124,6 +124,23 @@ def test_retries_go_on_while_the_cap_has_room(home):
     assert home.spec(spec_id)["gates"] == []
 
 
+def test_a_fork_has_a_cap_of_its_own(home):
+    """A fork replays its parent's admit step: its cap is set when the fork is made, and what it spends
+    is counted from nothing (the parent's calls it replays were paid by the parent)."""
+    budget_home(home, "per_spec_usd = 0.05")
+    spec_id = home.submit()
+    home.start()
+    waiting_at(home, spec_id, "04-budget1")
+    home.cli("reject", spec_id, check=True)
+    home.wait_state(spec_id, "rejected")
+    fork_id = home.cli("fork", spec_id, "--from", "builder", check=True).stdout.strip().splitlines()[-1]
+    fork = waiting_at(home, fork_id, "04-budget1")  # builder $0.03 + reviewer $0.02 reach the fork's own cap
+    assert fork["budget_usd"] == pytest.approx(0.05) and fork["cost_usd"] == pytest.approx(0.05)
+    assert home.role_counts(fork_id) == {"builder": 1, "reviewer": 1}
+    home.cli("reject", fork_id, check=True)
+    home.wait_state(fork_id, "rejected")
+
+
 def test_no_cap_means_no_gate_and_a_null_budget(home):
     budget_home(home, "per_spec_usd = 0\ndaily_usd = 0")
     spec_id = home.submit()

@@ -57,8 +57,10 @@ def active_count(executor_id: str) -> Op:
                       " AND paused_until IS NULL", (executor_id,)))["n"]
 
 
-def forked(parent_id: str, from_role: str) -> Op:
-    """A fork's row: the first free `<parent>-forkN` id; returns it (None when the parent is unknown)."""
+def forked(parent_id: str, from_role: str, budget_usd: float | None = None) -> Op:
+    """A fork's row: the first free `<parent>-forkN` id; returns it (None when the parent is unknown).
+    `budget_usd` is its cap (a fork replays its parent's admit step, so it is set here): a new spec's,
+    since what the fork spends is counted from nothing."""
     parent = yield One("SELECT title, source FROM iwo_specs WHERE id = ?", (parent_id,))
     if parent is None:
         return None
@@ -69,9 +71,9 @@ def forked(parent_id: str, from_role: str) -> Op:
         number += 1
     new_id = f"{stem}-fork{number}"
     now = utc_now()
-    yield Write("INSERT INTO iwo_specs (id, title, state, role, source, parent_id, created_at, updated_at)"
-                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (new_id, parent["title"], from_role, parent["source"], parent_id, now, now))
+    yield Write("INSERT INTO iwo_specs (id, title, state, role, source, parent_id, budget_usd, created_at, updated_at)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (new_id, parent["title"], from_role, parent["source"], parent_id, budget_usd, now, now))
     return new_id
 
 
