@@ -38,8 +38,13 @@ def bare_loop(seconds: float) -> float:
         proc.wait()
 
 
-def idle_daemon(seconds: float, gates: int) -> float:
-    home = BenchHome(f"idle{gates}")
+TELEGRAM_DOWN = ('[telegram]\nallowed_chat_ids = [1]\nbase_url = "http://127.0.0.1:9/bot"\n',
+                 {"IWO_TELEGRAM_TOKEN": "123:bench"})  # a bot configured, Telegram unreachable (nothing on port 9)
+
+
+def idle_daemon(seconds: float, gates: int, telegram_down: bool = False) -> float:
+    config, env = TELEGRAM_DOWN if telegram_down else ("", None)
+    home = BenchHome(f"idle{gates}", config=config, env=env)
     home.scenario({"roles": {"planner": [{"verdict": "blocker", "question": "Go?"}]}})
     for index in range(gates):
         home.submit(f"gate-{index}")
@@ -101,6 +106,9 @@ def main() -> None:
         share = idle_daemon(args.seconds, gates)
         print(f"idle daemon, {gates} open gates: {share * 100:.2f}% of a core "
               f"(+{(share - bare) * 100:.2f} points over the baseline)")
+    share = idle_daemon(args.seconds, 0, telegram_down=True)
+    print(f"idle daemon, 0 open gates, Telegram configured but unreachable: {share * 100:.2f}% of a core "
+          f"(+{(share - bare) * 100:.2f} points over the baseline)")
     latency = submit_to_first_agent(args.rounds)
     for name, figures in latency.items():
         print(f"{name} -> first agent: median {figures['median'] * 1000:.0f} ms, p90 {figures['p90'] * 1000:.0f} ms, "

@@ -54,7 +54,8 @@ log = logging.getLogger("iwo_lite")
 LOCK_PATIENCE_S = 1.0
 STARTER_SWEEP_S = 30.0  # safety net: start queued specs even if a poke was lost; look for stuck specs
 COURIER_SWEEP_S = 30.0  # safety net: send the outbox even if a wake-up was lost
-COURIER_RETRY_S = 2.0  # a notifier not ready yet (the bot still connecting): look again this soon
+COURIER_RETRY_S = 2.0  # a notifier not ready yet (the bot still connecting): look again this soon,
+COURIER_RETRY_MAX_S = 30.0  # then twice as late each time up to this (Telegram away for long: quiet)
 OUTBOX_MAX_AGE_S = 3600.0  # events nobody sent for this long are not sent late (a bot just turned on)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Never in an agent's environment: the database URL holds a password on Postgres.
@@ -385,6 +386,9 @@ class Courier:
         self.config = config
         self.notifiers = notifiers
         self._kick = asyncio.Event()
+        for notifier in notifiers:  # a notifier that comes up wakes the courier (no waiting out a backoff)
+            if hasattr(notifier, "on_ready"):
+                notifier.on_ready = self.wake
         self.leading = False
         self._renewed = 0.0  # time.monotonic() of the last renewal
         self._listener: asyncio.Task | None = None
@@ -398,12 +402,16 @@ class Courier:
             return
         if self.store.dialect == "postgresql":  # rows added on other workers
             self._listener = asyncio.create_task(self._listen_forever(), name="iwo-outbox")
+        retry = COURIER_RETRY_S
         while True:
             wait = COURIER_SWEEP_S
             try:
-                await self._lead()
+                if not self.leading or time.monotonic() - self._renewed >= self._renew_every() * 0.9:
+                    await self._lead()  # the lease is written only when it is due, not on every round
                 if self.leading and not await self.deliver():
-                    wait = COURIER_RETRY_S
+                    wait, retry = retry, min(retry * 2, COURIER_RETRY_MAX_S)
+                else:
+                    retry = COURIER_RETRY_S
             except Exception as error:  # the database or a notifier away for a moment: try again later
                 log.warning("sending notifications failed: %s", error)
             await _wait_or(self._kick, min(wait, self._renew_every()))

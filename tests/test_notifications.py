@@ -242,6 +242,62 @@ def test_telegram_down_after_the_bot_started_keeps_the_event_until_it_is_back(ho
     assert len(events(bot_api, spec_id)) == 1
 
 
+def backdate_outbox(home: IwoHome, key_like: str, hours: float) -> None:
+    """Make the unsent outbox rows matching `key_like` look `hours` old (the daemon is down)."""
+    import sqlite3
+    from iwo_lite.times import iso_utc
+
+    conn = sqlite3.connect(home.root / "iwo.sqlite")
+    try:
+        conn.execute("UPDATE iwo_outbox SET created_at = ? WHERE key LIKE ? AND sent_at IS NULL",
+                     (iso_utc(time.time() - hours * 3600), key_like))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_an_event_left_unsent_for_hours_is_still_told_once_the_bot_is_back(home, bot_api):
+    """The laptop slept with Telegram unreachable: the done event is hours old when the daemon comes
+    back, and a notifier had already delivered before, so it is told (not skipped as history)."""
+    telegram_config(home, bot_api, chats=(CHAT,))
+    home.scenario(ALL_PASS)
+    daemon = home.start()
+    first = home.submit(home.spec_file("first.md", "# First\nbody\n"))
+    bot_api.wait_for(lambda api: events(api, first), 60)
+    bot_api.fail_mode = "down"
+    late = home.submit(home.spec_file("late.md", "# Late\nbody\n"))
+    home.wait_state(late, "done")
+    daemon.kill9()
+    backdate_outbox(home, f"spec:{late}:%", 5)
+    bot_api.fail_mode = None
+    home.start()
+    told = bot_api.wait_for(lambda api: events(api, late), 30)
+    assert len(told) == 1
+    wait_for(lambda: outbox_row(home, f"spec:{late}:done")[0], 10)
+    assert outbox_row(home, f"spec:{late}:done")[1] != "skipped (too old)"
+
+
+def test_a_bot_turned_on_later_skips_old_history_but_asks_open_gates(home, bot_api):
+    """No bot ever ran: when one is turned on, events over an hour old are not sent late, but the
+    question of a gate still open is (it still wants an answer)."""
+    home.scenario({"roles": {"planner": [{"verdict": "blocker", "question": "Go on?"}]},
+                   "specs": {"old": {"roles": {"planner": [{}]}}}})
+    daemon = home.start()
+    old = home.submit(home.spec_file("old.md", "# Old\nbody\n"), "old")
+    open_gate = home.submit(home.spec_file("ask.md", "# Ask\nbody\n"), "ask")
+    home.wait_state(old, "done")
+    home.wait_state(open_gate, "waiting")
+    daemon.stop()
+    backdate_outbox(home, "%", 3)
+    telegram_config(home, bot_api, chats=(CHAT,))
+    home.start()
+    question = bot_api.wait_for(lambda api: [m for m in api.sent_messages if "Go on?" in m["text"]], 30)
+    assert len(question) == 1 and question[0]["reply_markup"] is not None
+    wait_for(lambda: outbox_row(home, f"spec:{old}:done")[0], 10)
+    assert outbox_row(home, f"spec:{old}:done")[1] == "skipped (too old)"
+    assert events(bot_api, old) == []
+
+
 # -- several workers on Postgres ---------------------------------------------------------------------
 
 
@@ -364,6 +420,9 @@ def test_saved_by_replay_counts_restarts_of_the_holder_and_takeovers_only(worker
     assert replay() == (2, 0.06)
     wait_for(lambda: first.query("SELECT executor_id FROM workflow_status WHERE workflow_uuid = ?", (spec_id,))
              == [("worker-2",)], 30)
+    restart(first, "worker-1")  # worker 1 back (it registers again): the takeover still counts, its start not
+    assert replay() == (2, 0.06)
+    first.daemons[-1].stop()  # (or worker 1 would take worker 2's specs over while worker 2 restarts)
     restart(second, "worker-2")  # worker 2 holds it now: its restart counts
     assert replay() == (3, 0.09)
     first.cli("approve", spec_id, check=True)

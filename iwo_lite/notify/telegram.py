@@ -393,6 +393,7 @@ class TelegramNotifier:
         self._task: asyncio.Task | None = None
         self._warned = False
         self._off = False  # the token was rejected: the bot is off until the daemon restarts
+        self.on_ready = None  # called once the bot polls (the courier: send what waited at once)
 
     def is_ready(self) -> bool:
         """Whether messages can be handed over now: the bot is polling, or it is off for good (a
@@ -453,6 +454,8 @@ class TelegramNotifier:
         await app.updater.start_polling(poll_interval=0.0, timeout=30, drop_pending_updates=False,
                                         error_callback=self._polling_error)
         self.ready.set()
+        if self.on_ready is not None:
+            self.on_ready()
         log.info("telegram: bot polling, %d allowed chat(s)", len(self.config.telegram.allowed_chat_ids))
 
     async def _register_commands(self, app) -> None:

@@ -36,6 +36,14 @@ def sent(key: str, outcome: str) -> Op:
 
 
 def skipped_before(before: str) -> Op:
-    """Events older than `before` that nobody sent (no notifier was running): not sent late."""
+    """When notifiers are turned on for the first time (no row was ever sent by one): the history
+    older than `before` is not sent late, except the questions of gates still open (they still
+    want an answer). Once any row was sent, nothing is skipped: what happened while the notifier
+    was away (Telegram down, the laptop asleep) is still told, once."""
+    delivered = yield One("SELECT 1 AS one FROM iwo_outbox WHERE sent_at IS NOT NULL"
+                          " AND outcome NOT LIKE 'skipped%' LIMIT 1", ())
+    if delivered is not None:
+        return 0
     return (yield Write("UPDATE iwo_outbox SET sent_at = ?, outcome = 'skipped (too old)' WHERE sent_at IS NULL"
-                        " AND created_at < ?", (utc_now(), before)))
+                        " AND created_at < ? AND NOT (kind = 'question' AND gate_id IN"
+                        " (SELECT id FROM iwo_gates WHERE answered_at IS NULL))", (utc_now(), before)))

@@ -189,6 +189,18 @@ MIGRATIONS: list[str] = [
         expires_at  TEXT NOT NULL
     );
     """,
+    # 7: every takeover of a silent worker's specs, kept (iwo_workers.recovered_* is cleared when
+    # that worker registers again): "saved by replay" counts them.
+    """
+    CREATE TABLE iwo_takeovers (
+        executor_id  TEXT NOT NULL,
+        recovered_by TEXT NOT NULL,
+        recovered_at TEXT NOT NULL
+    );
+    CREATE INDEX iwo_takeovers_executor ON iwo_takeovers (executor_id, recovered_at);
+    INSERT INTO iwo_takeovers (executor_id, recovered_by, recovered_at)
+        SELECT executor_id, recovered_by, recovered_at FROM iwo_workers WHERE recovered_at IS NOT NULL;
+    """,
 ]
 # Postgres only, after the migration of that number: the short, stable gate number that
 # Telegram buttons carry (SQLite has it built in as the table's rowid).

@@ -216,7 +216,7 @@ def listed(limit: int | None = None, spec_id: str | None = None) -> Op:
 #   - a start of the daemon that held the spec (iwo_daemon_starts): on SQLite every start (one
 #     daemon owns the file and recovers every unfinished spec); on Postgres only a start of the
 #     worker holding it, not any other worker's start;
-#   - a takeover (iwo_workers.recovered_at): the silent worker that held it was recovered by another.
+#   - a takeover (iwo_takeovers): the silent worker that held it was recovered by another.
 # The holder at a moment is the executor of the spec's latest attempt started before it
 # (iwo_attempts.executor_id), or the worker that took that executor over since (recovered_by).
 # A run collected or re-attached after a restart (reattached = 1) was not started again either.
@@ -224,15 +224,15 @@ SAVED_SQL = """
 WITH events AS (
   SELECT started_at AS at, executor_id AS executor FROM iwo_daemon_starts
   UNION ALL
-  SELECT recovered_at, executor_id FROM iwo_workers WHERE recovered_at IS NOT NULL
+  SELECT recovered_at, executor_id FROM iwo_takeovers
 ), recoveries AS (
   SELECT e.at FROM events e JOIN iwo_specs s ON s.id = :id
   WHERE NOT (s.state IN ('done', 'rejected', 'failed', 'cancelled') AND s.updated_at < e.at)
     AND EXISTS (SELECT 1 FROM iwo_attempts a WHERE a.spec_id = s.id AND a.finished_at < e.at)
     AND (NOT EXISTS (SELECT 1 FROM iwo_workers)
-         OR e.executor = (SELECT COALESCE((SELECT w.recovered_by FROM iwo_workers w
+         OR e.executor = (SELECT COALESCE((SELECT w.recovered_by FROM iwo_takeovers w
                                             WHERE w.executor_id = l.executor_id AND w.recovered_at > l.started_at
-                                              AND w.recovered_at < e.at),
+                                              AND w.recovered_at < e.at ORDER BY w.recovered_at LIMIT 1),
                                            l.executor_id, e.executor)
                           FROM iwo_attempts l WHERE l.spec_id = s.id AND l.started_at < e.at
                           ORDER BY l.started_at DESC, l.step DESC, l.attempt DESC LIMIT 1))

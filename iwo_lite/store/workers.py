@@ -43,10 +43,15 @@ def silent(me: str, silent_since: str) -> Op:
 
 
 def claimed(executor_id: str, me: str, silent_since: str) -> Op:
-    """Claim the recovery of a silent worker's specs; exactly one claimer wins."""
-    return (yield Write("UPDATE iwo_workers SET recovered_by = ?, recovered_at = ? WHERE executor_id = ?"
-                        " AND heartbeat_at < ? AND recovered_at IS NULL",
-                        (me, utc_now(), executor_id, silent_since))) == 1
+    """Claim the recovery of a silent worker's specs; exactly one claimer wins (and the takeover is
+    kept in iwo_takeovers: the worker's own row forgets it when the worker registers again)."""
+    now = utc_now()
+    won = (yield Write("UPDATE iwo_workers SET recovered_by = ?, recovered_at = ? WHERE executor_id = ?"
+                       " AND heartbeat_at < ? AND recovered_at IS NULL", (me, now, executor_id, silent_since))) == 1
+    if won:
+        yield Write("INSERT INTO iwo_takeovers (executor_id, recovered_by, recovered_at) VALUES (?, ?, ?)",
+                    (executor_id, me, now))
+    return won
 
 
 def listed() -> Op:
