@@ -35,6 +35,26 @@ def test_cancel_during_a_running_dispatch_starts_no_new_paid_attempt(home):
     assert not pid_alive(starts(home, "builder")[0]["pid"])
 
 
+def test_a_spec_cancelled_while_it_waits_for_an_agent_slot_never_starts_one(home):
+    """max_concurrent = 1: the first spec, approved at its gate, waits for the agent slot the second
+    spec's planner holds; cancelled then, it starts no agent when the slot frees."""
+    home.configure(retries=2, max_concurrent=1)
+    home.scenario({"specs": {"first": {"roles": {"reviewer": [{"verdict": "blocker", "question": "Go?"}]}},
+                             "second": {"roles": {"planner": [{"sleep": 6}]}}}})
+    first = home.submit(home.spec_file("first.md", "# First\nbody\n"), "first")
+    home.start()
+    home.wait_state(first, "waiting")
+    second = home.submit(home.spec_file("second.md", "# Second\nbody\n"), "second")
+    wait_for(lambda: starts(home, "planner", second), 60)
+    home.cli("approve", first, check=True)
+    time.sleep(1.5)  # the first spec's tester dispatch waits for the slot
+    assert starts(home, "tester", first) == []
+    home.cli("cancel", first, check=True)
+    home.wait_state(second, "done", timeout=60)
+    time.sleep(1)
+    assert starts(home, "tester", first) == [] and home.state(first) == "cancelled"
+
+
 def test_cancel_with_the_daemon_down_stops_an_agent_that_ignores_sigterm(home):
     home.scenario({"roles": {"builder": [{"mode": "hang", "ignore_term": True}]}})
     spec_id = home.submit()

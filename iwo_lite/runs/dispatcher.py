@@ -297,6 +297,8 @@ class Dispatcher:
                     return await self._collect(request, attempt, run, reattached=True, progress=progress), session
                 return await self._collect(request, attempt, run, reattached=True, vanished_while_down=True), session
         async with self._slot(request):
+            if await self.store.run(spec_rows.state(request.spec_id)) == "cancelled":  # while it waited
+                return AgentAnswer(error=f"{CANCELLED} before this attempt started", error_class="cancelled"), session
             session, proc = await self._start(request, attempt, run, resume_from, note, budget_left)
             progress = await self._wait(request, attempt, run, proc=proc) if proc is not False else None
         return await self._collect(request, attempt, run, reattached=False, progress=progress), session
