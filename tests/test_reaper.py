@@ -86,6 +86,13 @@ elif mode == "flood":
     while written < total:
         written += os.write(1, chunk[:total - written])
     done({"agent": os.getpid(), "written": written})
+elif mode == "flood-lines":  # lines of 100 bytes, then a last line (the stream-json result, say)
+    total, line = int(sys.argv[2]), b"y" * 99 + b"\n"
+    written = 0
+    while written < total:
+        written += os.write(1, line * 655)
+    written += os.write(1, b'{"type":"result","ok":true}\n')
+    done({"agent": os.getpid(), "written": written})
 '''
 
 
@@ -350,6 +357,19 @@ def test_output_cap_keeps_the_first_bytes_and_keeps_draining(tmp_path, procs):
     assert run.read("stdout.cut") == f"{size - cap}\n"
 
 
+def test_past_the_cap_the_last_line_is_kept_after_the_cut(tmp_path, procs):
+    """(e) A stream of lines far over the cap: the head up to the cap, then the output's last line
+    on a line of its own (the `result` event: the call is read, not paid again)."""
+    cap = 2**20 + 37  # the head ends mid-line
+    run = Run(tmp_path, procs, "flood-lines", str(5 * 2**20), max_output=cap)
+    assert run.wait_exit(10) == "0\n"
+    data = (run.dir / "stdout").read_bytes()
+    last = b'{"type":"result","ok":true}\n'
+    assert data.endswith(b"\n" + last) and len(data) == cap + 1 + len(last)
+    assert data[:cap] == (b"y" * 99 + b"\n") * (cap // 100) + b"y" * (cap % 100)
+    assert int(run.read("stdout.cut")) == run.pids()["written"] - cap - len(last)
+
+
 def test_no_cap_below_it_and_with_zero(tmp_path, procs):
     """(e) under the cap nothing is cut and no marker is written; --max-output 0 = straight to the file."""
     for sub, cap in (("under", 2**20), ("zero", 0)):
@@ -444,7 +464,7 @@ def test_sigterm_while_the_agent_writes_past_the_cap(tmp_path, procs):
     exit_text = run.wait_exit(GRACE + SLACK)
     assert run.wait_gone(TREE, 0 if exit_text else GRACE) == []
     assert exit_text == "143\n"
-    assert (run.dir / "stdout").read_text() == "tick\n" * 20
+    assert (run.dir / "stdout").read_text() in ("tick\n" * 20, "tick\n" * 21)  # the last line kept after the cut
     assert int(run.read("stdout.cut")) >= 5
 
 

@@ -31,7 +31,8 @@ to recognise the run's processes. The options are arguments so that they do not 
 agent's environment. The journal is the old wrapper's:
 
     pid.wrapper  this process's pid, written first (temp + rename)
-    stdout       the agent's stdout, created/truncated 0600      (stdout.cut: bytes dropped)
+    stdout       the agent's stdout, created/truncated 0600      (stdout.cut: bytes dropped; past
+                 the cap, the last line, up to 1 MiB, is kept after the cut)
     stderr       the agent's stderr, created/truncated 0600      (not capped)
     exit         the agent's exit status as text ("0", "1", or 128+N when signal N killed it),
                  written (exit.tmp + rename) once the agent AND every process it started is gone;
@@ -82,6 +83,7 @@ DEFAULT_MAX_OUTPUT = 20 * 2**20
 RUN_DIR_ENV = "IWO_RUN_DIR"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 CHUNK = 1 << 20
+TAIL_MAX = 2**20 - 1  # past the cap, the last line kept if it is no longer (stdout is read up to max_output + 1 MiB)
 PIPE_SIZE = 1 << 20  # Linux: fewer wake-ups for writer and copier (the default pipe is 64 KiB)
 KILL_WAIT_S = 5.0  # after SIGKILL, how long the wrapper waits for the tree to vanish
 PR_SET_CHILD_SUBREAPER = 36
@@ -456,6 +458,9 @@ class _Stream:
         self.dropped = 0
         self.open = True
         self.pending = bytearray()
+        self.tail = bytearray()  # past the cap: the last TAIL_MAX bytes dropped (for the last line)
+        self.tail_trimmed = False
+        self.head_ends_line = True  # the kept bytes end with a newline
 
     def pump(self, tee: "_Tee | None") -> None:
         try:
@@ -473,10 +478,30 @@ class _Stream:
         if room:
             self.pending += data if room == size else memoryview(data)[:room]
             self.kept += room
+            self.head_ends_line = data[room - 1:room] == b"\n"
             self.flush()
+        if room < size:
+            self.tail += memoryview(data)[room:]
+            if len(self.tail) > TAIL_MAX:
+                del self.tail[:len(self.tail) - TAIL_MAX]
+                self.tail_trimmed = True
         self.dropped += size - room
         if tee is not None:
             tee.write(data)
+
+    def keep_last_line(self) -> None:
+        """Past the cap, the output's last line (at most TAIL_MAX bytes) is kept after the cut, on a
+        line of its own: with stream-json that is the `result` event, so a call that printed too
+        much is still read (and not paid for again)."""
+        body = bytes(self.tail)
+        end = len(body) - 1 if body.endswith(b"\n") else len(body)
+        start = body.rfind(b"\n", 0, max(end, 0))
+        if start < 0 and (self.tail_trimmed or not self.head_ends_line):
+            return  # the last line began before what was kept of it
+        line = body[start + 1:]
+        if line.strip():
+            self.pending += (b"" if self.head_ends_line else b"\n") + line
+            self.dropped -= len(line)
 
     def flush(self) -> bool:
         """Write what is pending; False while the disk has no room for it (it stays pending)."""
@@ -625,6 +650,8 @@ class _Reaper:
             self.reap()
         self.end_tree()
         self.drain()
+        if self.streams and self.streams[0].cap is not None:
+            self.streams[0].keep_last_line()
         self.wait_for_room(lambda: all(stream.flush() for stream in self.streams))
         os.close(out_fd)
         os.close(err_fd)
