@@ -59,6 +59,7 @@ DEFAULT_HOME = "~/.iwo-lite"
 CONFIG_NAME = "config.toml"
 DB_NAME = "iwo.sqlite"
 MIN_WORKER_TIMEOUT_S = 3.0
+MAX_BUDGET_USD = 1e6  # a budget past this is a typo (1e308 would never stop anything)
 DISPATCH_MODES = ("subprocess", "tmux")
 ON_TIMEOUT = ("reject", "approve")
 AGENT_KINDS = ("claude", "json")
@@ -148,7 +149,7 @@ class AgentConfig:
     kind: str | None = key(None, check.choice_or_auto(AGENT_KINDS))  # None: "claude" when the executable is named claude
     stall_timeout: float = key(600.0, check.duration)  # no stream event for this long: the run is stalled ("10m")
     overload_wait: float = key(7200.0, check.duration)  # backing off from 429/529 at most this long in all ("2h")
-    max_output: int = key(20 * 2**20, check.size)  # bytes of an agent's stdout kept ("20MiB")
+    max_output: int = key(20 * 2**20, check.size_between(64 * 2**10, 2**30))  # bytes of an agent's stdout kept ("20MiB")
     global_max_concurrent: int = key(0, check.int_at_least(0))  # Postgres: across all workers; 0 = no limit
 
 
@@ -212,8 +213,8 @@ class GitConfig:
 class BudgetConfig:
     """``[budget]``: spending caps in US dollars (0 = none)."""
 
-    per_spec_usd: float = key(0.0, check.number_at_least(0))
-    daily_usd: float = key(0.0, check.number_at_least(0))  # all specs, per UTC day
+    per_spec_usd: float = key(0.0, check.number_at_least(0, MAX_BUDGET_USD))
+    daily_usd: float = key(0.0, check.number_at_least(0, MAX_BUDGET_USD))  # all specs, per UTC day
 
 
 SECTIONS: dict[str, type] = {"agent": AgentConfig, "loop": LoopConfig, "approvals": ApprovalsConfig,

@@ -152,6 +152,7 @@ def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
 # ISO 8601 dates: "99999999d" passes year 9999 and every gate would fail; a year is more than
 # any timeout, reminder or wait needs.
 MAX_DURATION_S = 365 * 86400.0
+MIN_DURATION_S = 1.0  # every duration and interval: 0.001s is a typo, not a setting
 
 
 def choice_or_auto(options: tuple[str, ...]) -> Callable[[Any], str | None]:
@@ -180,6 +181,8 @@ def duration(value: Any, *, allow_empty: bool = False) -> float | None:
             raise Bad(str(exc)) from None
     if seconds is not None and seconds > MAX_DURATION_S:
         raise Bad(f"expected at most {MAX_DURATION_S / 86400:g}d, got {show(value)}")
+    if seconds is not None and seconds < MIN_DURATION_S:
+        raise Bad(f"expected at least {MIN_DURATION_S:g}s (a shorter one is a typo), got {show(value)}")
     return seconds
 
 
@@ -278,12 +281,25 @@ def size(value: Any) -> int:
     return number
 
 
-def number_at_least(minimum: float) -> Callable[[Any], float]:
+def size_between(minimum: int, maximum: int) -> Callable[[Any], int]:
+    """A size (as `size`) within [minimum, maximum] bytes."""
+    def check(value: Any) -> int:
+        number = size(value)
+        if not minimum <= number <= maximum:
+            raise Bad(f"expected between {minimum // 1024}KiB and {maximum // 2**30}GiB, got {show(value)}")
+        return number
+
+    return check
+
+
+def number_at_least(minimum: float, maximum: float = math.inf) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise Bad(f"expected a number >= {minimum:g}, {got(value)}")
         if value < minimum:
             raise Bad(f"expected a number >= {minimum:g}, got {value}")
+        if value > maximum:
+            raise Bad(f"expected a number <= {maximum:g}, got {value}")
         return float(value)
 
     return check

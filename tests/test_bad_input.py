@@ -82,6 +82,12 @@ CONFIG_CASES = {
     "bad_database_url": ('database_url = "mysql://u:hunter2@db/iwo"\n', "database_url"),
     "unknown_role_table": ('[roles.reviwer]\nmodel = "opus"\n', "did you mean 'reviewer'?"),
     "token_in_config": ('[telegram]\ntoken = "123456:SECRET-do-not-echo"\n', "telegram.token"),
+    "duration_too_short": ('[agent]\ntimeout = "0.001s"\n', "agent.timeout"),
+    "interval_too_short": ('[approvals]\nremind_every = "0.5s"\n', "approvals.remind_every"),
+    "duration_too_long": ('[approvals]\ntimeout = "99999999d"\n', "approvals.timeout"),
+    "output_cap_too_small": ('[agent]\nmax_output = 1\n', "agent.max_output"),
+    "budget_absurd": ("[budget]\nper_spec_usd = 1e308\n", "budget.per_spec_usd"),
+    "budget_negative": ("[budget]\ndaily_usd = -1\n", "budget.daily_usd"),
 }
 
 
