@@ -14,6 +14,7 @@ import sys
 from iwo_lite.config import Config
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, UserError
 from iwo_lite.roles import ROLES
+from iwo_lite.gates import poke_daemon
 from iwo_lite.home import Home
 from iwo_lite.runs.launcher import stop_runs
 from iwo_lite.store import Store, checkpoints
@@ -47,6 +48,7 @@ def cancel(config: Config, args: argparse.Namespace) -> int:
         run_dirs = store.run(run_rows.unfinished_run_dirs(args.spec_id))
     stopped = stop_runs(run_dirs)
     remove_spec_worktree(config, Home(config.home), args.spec_id)
+    poke_daemon(Home(config.home).lock)  # its slot is free: the next queued spec starts now, not at a poll
     print(f"cancelled {args.spec_id}" + (f"; stopped {stopped} agent run(s)" if stopped else ""))
     return EXIT_OK
 
