@@ -329,6 +329,7 @@ class DaemonActions:
         base = await asyncio.to_thread(workspace.describe_repo, str(self.config.workdir))
         created = await self.store.run(spec_rows.queued(spec.id, spec.title, spec.source, spec.text,
                                                         base["head"], base["branch"]))
+        await self.store.run(spec_rows.announce_queued())  # Postgres: every worker hears of it (as for the shell)
         if created:
             self.home.save_spec(spec.id, spec.text)
         self.starter.poke()
