@@ -190,7 +190,18 @@ def _inspect_database(config: Config) -> list[tuple[bool, str, str]]:
         results.append(_schema_check(db))
         if db.has_table("workflow_status"):
             results.append(_replay_check(db))
+            results.append(_other_executors_check(db, config.executor_id))
     return results
+
+
+def _other_executors_check(db: Store, executor_id: str) -> tuple[bool, str, str]:
+    """SQLite: unfinished specs started under another executor id (the hostname changed): not a
+    fault, the next `run` recovers them (the daemon holding the file's lock owns them all)."""
+    others = db.run(checkpoints.pending_executors(executor_id))
+    if not others:
+        return True, f"unfinished specs: none under an executor id other than {executor_id}", ""
+    return (True, f"unfinished specs under executor id(s) {', '.join(others)} (this machine's is {executor_id}): "
+            "the next `iwo-lite run` recovers them", "")
 
 
 def _replay_check(db: Store) -> tuple[bool, str, str]:

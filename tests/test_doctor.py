@@ -47,3 +47,22 @@ def test_a_full_profile_as_root_without_is_sandbox_is_said_at_start_up(home):
     assert "IS_SANDBOX=1" in refused.stderr and "roles.builder.permissions" in refused.stderr
     home.env["IS_SANDBOX"] = "1"
     assert "refuses" not in home.cli("doctor").stdout
+
+
+def test_doctor_names_unfinished_specs_left_under_another_executor_id(home):
+    """The hostname (the default executor id) changed with the network: doctor says so, and that
+    the next run recovers them."""
+    home.env["COLUMNS"] = "1000"
+    home.scenario({"roles": {"planner": [{"verdict": "blocker", "question": "Which way?"}]}})
+    spec_id = home.submit()
+    home.env["IWO_EXECUTOR_ID"] = "cafe-wifi"
+    daemon = home.start()
+    home.wait_state(spec_id, "waiting")
+    daemon.kill9()
+    home.env["IWO_EXECUTOR_ID"] = "home-wifi"
+    out = home.cli("doctor")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ("unfinished specs under executor id(s) cafe-wifi (this machine's is home-wifi): the next "
+            "`iwo-lite run` recovers them") in out.stdout
+    home.env["IWO_EXECUTOR_ID"] = "cafe-wifi"
+    assert "none under an executor id other than cafe-wifi" in home.cli("doctor").stdout
