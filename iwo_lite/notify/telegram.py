@@ -37,6 +37,7 @@ spec_text, event_text, fit) is pure, so it is tested without a bot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -427,6 +428,29 @@ class TelegramNotifier:
                     self._warned = True
                 await self._discard_app()
                 await asyncio.sleep(RETRY_START_S)
+                while not await self._reachable():  # a cheap probe first: building the bot costs ~90 ms of CPU
+                    await asyncio.sleep(RETRY_START_S)
+
+    async def _reachable(self) -> bool:
+        """Whether the Bot API's host takes a TCP connection (the bot is rebuilt only then). Behind a
+        proxy the host may be reachable only through it: no probe then."""
+        import os
+        from urllib.parse import urlsplit
+
+        if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                                  "ALL_PROXY", "all_proxy")):
+            return True
+
+        url = urlsplit(self.config.telegram.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), 10)
+        except (OSError, asyncio.TimeoutError, ValueError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def _start_once(self) -> None:
         from telegram import Update
