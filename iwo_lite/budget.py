@@ -17,13 +17,6 @@ from iwo_lite.store import specs as spec_rows
 from iwo_lite.store import Op
 
 MIN_CALL_USD = 0.01  # the CLI refuses --max-budget-usd 0
-# Sums of float costs fall short by rounding (ten calls of $0.01 add up to $0.0999...): a spend
-# within this much of a cap has reached it.
-REACHED_USD = 1e-9
-
-
-def reached(spent: float, cap: float) -> bool:
-    return spent >= cap - REACHED_USD
 
 
 def utc_day(epoch: float) -> tuple[str, str]:
@@ -39,7 +32,7 @@ def check(config: Config, spec_id: str, now: float) -> Op:
     lefts = []
     cap = row["budget_usd"] if row else None
     if cap:
-        if reached(spent, cap):
+        if run_rows.reached(spent, cap):
             parts = ", ".join(f"{role} ${usd:.2f}" for role, usd in sorted(by_role.items(), key=lambda kv: -kv[1]))
             more = (f"by budget.per_spec_usd (${config.budget.per_spec_usd:.2f})" if config.budget.per_spec_usd
                     else f"to ${2 * cap:.2f} (budget.per_spec_usd is 0 now)")
@@ -51,7 +44,7 @@ def check(config: Config, spec_id: str, now: float) -> Op:
     day, day_start = utc_day(now)
     if daily and (row or {}).get("budget_day") != day:
         by_spec, today = yield from run_rows.spent_since(day_start)
-        if reached(today, daily):
+        if run_rows.reached(today, daily):
             parts = ", ".join(f"{sid} ${usd:.2f}" for sid, usd in list(by_spec.items())[:5])
             return {"over": "daily", "spent_usd": today, "cap_usd": daily, "left_usd": None,
                     "question": f"Today (UTC) all specs spent ${today:.2f} of budget.daily_usd ${daily:.2f} "
@@ -68,7 +61,7 @@ def approved(config: Config, spec_id: str, over: str, now: float, cap_usd: float
     if over == "spec":
         row = yield from spec_rows.base(spec_id)
         cap = (row or {}).get("budget_usd")
-        if cap_usd is None or cap is None or cap <= cap_usd + REACHED_USD:
+        if cap_usd is None or cap is None or cap <= cap_usd + run_rows.REACHED_USD:
             yield from spec_rows.budget_raised(spec_id, config.budget.per_spec_usd or cap or 0.0)
     else:
         yield from spec_rows.budget_day_allowed(spec_id, utc_day(now)[0])

@@ -216,6 +216,11 @@ class BudgetConfig:
     per_spec_usd: float = key(0.0, check.number_at_least(0, MAX_BUDGET_USD))
     daily_usd: float = key(0.0, check.number_at_least(0, MAX_BUDGET_USD))  # all specs, per UTC day
 
+    @property
+    def spec_cap_usd(self) -> float | None:
+        """The cap a new spec (or fork) starts with: None when there is none."""
+        return self.per_spec_usd or None
+
 
 SECTIONS: dict[str, type] = {"agent": AgentConfig, "loop": LoopConfig, "approvals": ApprovalsConfig,
                              "telegram": TelegramConfig, "git": GitConfig, "budget": BudgetConfig}

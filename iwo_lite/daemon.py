@@ -407,7 +407,7 @@ class Courier:
         while True:
             wait = COURIER_SWEEP_S
             try:
-                if not self.leading or time.monotonic() - self._renewed >= self._renew_every() * 0.9:
+                if not self.leading or self._renewal_due():
                     await self._lead()  # the lease is written only when it is due, not on every round
                 if self.leading and not await self.deliver():
                     wait, retry = retry, min(retry * 2, COURIER_RETRY_MAX_S)
@@ -419,6 +419,10 @@ class Courier:
 
     def _renew_every(self) -> float:
         return max(1.0, self.config.worker_timeout / 3)
+
+    def _renewal_due(self) -> bool:
+        """A renewal is due (with a margin: a wait of exactly _renew_every may wake a hair early)."""
+        return time.monotonic() - self._renewed >= self._renew_every() * 0.9
 
     async def _lead(self) -> None:
         """Take or renew the lease; start the notifiers when it is won, stop them when it is lost."""
@@ -445,7 +449,7 @@ class Courier:
             return False
         while rows := await self.store.run(outbox.unsent()):
             for row in rows:
-                if time.monotonic() - self._renewed >= self._renew_every():
+                if self._renewal_due():
                     await self._lead()  # a long delivery keeps the lease
                     if not self.leading:
                         return True

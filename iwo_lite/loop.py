@@ -89,9 +89,8 @@ async def admit(spec: SpecInput) -> Settings:
     runtime = rt()
     config = runtime.config
     runtime.home.save_spec(spec["id"], spec["text"])
-    cap = config.budget.per_spec_usd or None
     await runtime.store.run(spec_rows.admitted(spec["id"], spec["title"], spec.get("source"), spec.get("parent_id"),
-                                               cap))
+                                               config.budget.spec_cap_usd))
     row = await runtime.store.run(spec_rows.base(spec["id"])) or {}
     settings = dict(config.admission_settings(), priority=time.time(), **_workspace_settings(config, spec, row))
     if settings["workspace"] == "worktree":

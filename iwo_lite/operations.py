@@ -47,8 +47,9 @@ def cancel(config: Config, args: argparse.Namespace) -> int:
         store.run(spec_rows.cancelled(args.spec_id))
         run_dirs = store.run(run_rows.unfinished_run_dirs(args.spec_id))
     stopped = stop_runs(run_dirs)
-    remove_spec_worktree(config, Home(config.home), args.spec_id)
-    poke_daemon(Home(config.home).lock)  # its slot is free: the next queued spec starts now, not at a poll
+    home = Home(config.home)
+    remove_spec_worktree(config, home, args.spec_id)
+    poke_daemon(home.lock)  # its slot is free: the next queued spec starts now, not at a poll
     print(f"cancelled {args.spec_id}" + (f"; stopped {stopped} agent run(s)" if stopped else ""))
     return EXIT_OK
 
@@ -84,7 +85,7 @@ def fork(config: Config, args: argparse.Namespace) -> int:
         row = store.run(checkpoints.fork_point(args.spec_id, args.from_role))
         if row is None:
             raise UserError(f"{args.spec_id}: the {args.from_role} has not run yet; nothing to fork from")
-        new_id = store.run(spec_rows.forked(args.spec_id, args.from_role, config.budget.per_spec_usd or None))
+        new_id = store.run(spec_rows.forked(args.spec_id, args.from_role, config.budget.spec_cap_usd))
     durable.prepare_database(config)
     with durable.Client(config) as client:
         client.fork(args.spec_id, row["function_id"], new_id)

@@ -434,13 +434,11 @@ class TelegramNotifier:
     async def _reachable(self) -> bool:
         """Whether the Bot API's host takes a TCP connection (the bot is rebuilt only then). Behind a
         proxy the host may be reachable only through it: no probe then."""
-        import os
         from urllib.parse import urlsplit
+        from urllib.request import getproxies
 
-        if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
-                                                  "ALL_PROXY", "all_proxy")):
+        if any(scheme != "no" for scheme in getproxies()):  # HTTPS_PROXY, ALL_PROXY, ... (any case)
             return True
-
         url = urlsplit(self.config.telegram.base_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:

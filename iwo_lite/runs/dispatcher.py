@@ -76,7 +76,6 @@ NO_RETRY = ("denied", "fatal", "max_turns", "budget", "cancelled")
 PAUSES = {"overloaded": "overloaded", "rate_limited": "rate limited", "usage_limit": "usage limit"}
 NOT_COUNTED = ("interrupted", "no_session", "session_in_use")
 BUDGET_SPENT = "the spec's budget is spent by this dispatch's attempts (no retry past the cap)"
-SPENT_OUT_USD = 1e-9  # sums of float costs fall short by rounding: within this of nothing left is nothing
 BACKOFF_S = (60, 120, 240, 480, 900)  # overload / rate limit: the n-th pause waits this long (then 900 s)
 log = logging.getLogger("iwo_lite")
 
@@ -205,8 +204,11 @@ class Dispatcher:
     @staticmethod
     def _spent_out(request: DispatchRequest, spent_usd: float) -> bool:
         """This dispatch's attempts spent what the spec had left (a retry would go past the cap)."""
-        left = _left(request.budget_left_usd, spent_usd)
-        return left is not None and spent_usd > 0 and left <= SPENT_OUT_USD
+        return request.budget_left_usd is not None and spent_usd > 0 and rows.reached(spent_usd,
+                                                                                      request.budget_left_usd)
+
+    async def _cancelled(self, request: DispatchRequest) -> bool:
+        return await self.store.run(spec_rows.state(request.spec_id)) == "cancelled"
 
     def _started(self, request: DispatchRequest, attempt: int) -> bool:
         """An attempt that started before a restart is always collected (even if agent.retries was lowered)."""
@@ -297,7 +299,7 @@ class Dispatcher:
                     return await self._collect(request, attempt, run, reattached=True, progress=progress), session
                 return await self._collect(request, attempt, run, reattached=True, vanished_while_down=True), session
         async with self._slot(request):
-            if await self.store.run(spec_rows.state(request.spec_id)) == "cancelled":  # while it waited
+            if await self._cancelled(request):  # while it waited for the slot
                 return AgentAnswer(error=f"{CANCELLED} before this attempt started", error_class="cancelled"), session
             session, proc = await self._start(request, attempt, run, resume_from, note, budget_left)
             progress = await self._wait(request, attempt, run, proc=proc) if proc is not False else None
@@ -427,7 +429,7 @@ class Dispatcher:
                 break
             if now >= next_cancel_check:  # `cancel` given on another machine (it cannot reach this run)
                 next_cancel_check = now + CANCEL_CHECK_S
-                if await self.store.run(spec_rows.state(request.spec_id)) == "cancelled":
+                if await self._cancelled(request):
                     await asyncio.to_thread(launcher.kill_run, run, "cancelled")
                     break
             if watch is not None:

@@ -87,6 +87,15 @@ def step_commits(spec_id: str, step: int, start_commit: str | None, commit_sha: 
                 " WHERE spec_id = ? AND step = ?", (start_commit, commit_sha, spec_id, step))
 
 
+# Sums of float costs fall short by rounding (ten calls of $0.01 add up to $0.0999...): a spend
+# within this much of a cap has reached it.
+REACHED_USD = 1e-9
+
+
+def reached(spent_usd: float, cap_usd: float) -> bool:
+    return spent_usd >= cap_usd - REACHED_USD
+
+
 def spent(spec_id: str) -> Op:
     """{role: usd} this spec spent, and the total."""
     rows = yield All("SELECT role, COALESCE(SUM(cost_usd), 0) AS usd FROM iwo_attempts WHERE spec_id = ?"
