@@ -116,14 +116,13 @@ class Procs:
         self.run_dirs: list[str] = []
 
     def add(self, name: str, pid: int) -> None:
-        now = stat(pid)
-        if now is not None:
-            self.known[name] = (pid, now[1])
+        now = stat(pid)  # None: already gone when the test read its pid (a slow machine): never alive
+        self.known[name] = (pid, now[1] if now is not None else None)
 
     def alive(self, name: str) -> bool:
         pid, start = self.known[name]
         now = stat(pid)
-        return now is not None and now[0] != "Z" and now[1] == start
+        return start is not None and now is not None and now[0] != "Z" and now[1] == start
 
     def living(self, names=None) -> list[str]:
         return [name for name in (names or self.known) if self.alive(name)]
