@@ -19,7 +19,7 @@ def render_handoff(*, spec_id: str, step: int, role: str, answer: AgentAnswer, a
         f"- role: {role}",
         f"- verdict: {answer.verdict or 'none (agent failed)'}",
         f"- attempts: {attempts}",
-        f"- cost_usd: {answer.cost_usd:.4f}",
+        f"- cost_usd: {answer.cost_usd:.4f}" if not answer.cost_note else f"- cost_usd: unknown ({answer.cost_note})",
     ]
     if answer.session_id:
         lines.append(f"- session_id: {answer.session_id}")

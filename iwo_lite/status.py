@@ -17,6 +17,7 @@ from typing import Any
 
 from iwo_lite import store
 from iwo_lite.errors import UserError, first_line
+from iwo_lite.numbers import json_text
 from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
@@ -53,6 +54,9 @@ def spec_trace(database_url: str, spec_id: str) -> dict:
         attempts = db.run(run_rows.attempts_of(spec_id))
         gates = db.run(gate_rows.of_spec(spec_id))
         saved_usd, recoveries = db.run(spec_rows.saved_by_replay(spec_id))
+    for attempt in attempts:
+        if attempt.get("cost_note"):
+            attempt["cost_usd"] = None  # unknown: the agent reported no believable cost
     for step in steps:
         step["attempts"] = [a for a in attempts if a["step"] == step["step"]]
         step["cost_usd"] = round(sum(a["cost_usd"] or 0 for a in step["attempts"]), 6)
@@ -283,6 +287,8 @@ def _attempt_note(step: dict, attempt: dict | None) -> str:
             notes.append(f"resumed session {attempt['resumed_from'][:8]}")
         if attempt.get("note") and not attempt["note"].startswith("resumed session"):
             notes.append(attempt["note"])
+        if attempt.get("cost_note"):
+            notes.append(attempt["cost_note"])
         if attempt.get("error"):
             notes.append(attempt["error"])  # says "stalled", "permission denied: ..." itself
         if attempt.get("denials") and "permission denied" not in (attempt.get("error") or ""):
@@ -329,7 +335,8 @@ def trace_view(trace: dict) -> Any:
                 f"{step['step']:02d}", step["role"], str(attempt["attempt"]) if attempt else "-",
                 ((attempt or step)["started_at"] or "")[11:19], took,
                 (attempt["verdict"] or "") if attempt else (step["verdict"] or ""),
-                f"{(attempt or {}).get('cost_usd') or 0:.4f}", _attempt_note(step, attempt)[:300],
+                "?" if (attempt or {}).get("cost_note") else f"{(attempt or {}).get('cost_usd') or 0:.4f}",
+                _attempt_note(step, attempt)[:300],
             )))
     parts: list[Any] = [head, steps]
     if trace["gates"]:
@@ -354,7 +361,7 @@ def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: boo
     if sql is not None:
         columns, rows = run_sql(database_url, sql)
         if as_json:
-            print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
+            print(json_text([dict(zip(columns, row)) for row in rows], indent=2, default=str))
         else:
             from rich.table import Table
 
@@ -365,7 +372,7 @@ def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: boo
         return
     if as_json:
         data = [spec_trace(database_url, spec_id)] if spec_id else list_specs(database_url)[0]
-        print(json.dumps(data, indent=2))
+        print(json_text(data, indent=2))
         return
 
     def view() -> Any:

@@ -637,3 +637,54 @@ def test_the_database_locked_by_another_writer_for_3s_loses_nothing(home):
     log = daemon.log()
     assert "database is locked" not in log and "Traceback" not in log and "WARNING" not in log, log[-3000:]
     assert home.query("PRAGMA integrity_check") == [("ok",)]
+
+
+# -- numbers an agent reports: every cost that is not a finite number >= 0 (and believable) --------
+
+BAD_COSTS = {"planner": float("nan"), "builder": float("inf"), "reviewer": -5.0, "tester": 1e9,
+             "deployer": "0.5", "docs": {"usd": 1}}
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity (they are not JSON)."""
+    def refuse(name):
+        raise AssertionError(f"not JSON: {name} in the output")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_costs_an_agent_reports_that_are_not_believable_are_unknown_never_break_a_spec_or_the_json(home):
+    """NaN, ±inf, negative, absurd, a string, an object: each call's cost is recorded as unknown (0 in
+    the sums, null in the JSON, a note in the trace); the spec goes on to done, `status --json` and
+    `status --sql --json` stay JSON, and the bad token counts are not counted either."""
+    home.scenario({"roles": {role: [{"cost": cost}] for role, cost in BAD_COSTS.items()}})
+    spec_id = home.submit()
+    daemon = home.start()
+    home.wait_state(spec_id, "done")
+    assert home.role_counts(spec_id) == DEFAULT_ROLE_COUNTS  # each paid once: none retried
+    listed = strict_json(home.cli("status", "--json", check=True).stdout)
+    assert listed[0]["cost_usd"] == 0
+    trace = strict_json(home.cli("status", spec_id, "--json", check=True).stdout)[0]
+    attempts = [a for step in trace["steps"] for a in step["attempts"]]
+    assert [a["cost_usd"] for a in attempts] == [None] * 6
+    notes = [a["cost_note"] for a in attempts]
+    for note, shown in zip(notes, ("nan", "inf", "-5.0", "1000000000.0", "'0.5'", '{"usd": 1}')):
+        assert note.startswith(f"the agent reported cost {shown} (") and "recorded as unknown" in note, notes
+    sql = home.cli("status", "--json", "--sql", "SELECT cost_usd, cost_note FROM iwo_attempts", check=True)
+    assert [row["cost_usd"] for row in strict_json(sql.stdout)] == [0.0] * 6
+    shown = home.cli("status", spec_id, check=True).stdout
+    assert "the agent reported cost nan (not a finite number)" in shown and "negative" in shown
+    assert "over the ceiling of $1000 per call" in shown
+    handoff = (home.root / "specs" / spec_id / "handoffs" / "01-planner.md").read_text()
+    assert "- cost_usd: unknown (the agent reported cost nan" in handoff
+    assert "Traceback" not in daemon.log()
+
+
+def test_a_negative_cost_does_not_bypass_the_cap_nor_an_absurd_one_close_the_day(home):
+    home.configure("[budget]\nper_spec_usd = 0.05\ndaily_usd = 100\n")
+    home.scenario({"default": {"cost": 0.02}, "roles": {"planner": [{"cost": -100}], "builder": [{"cost": 1e12}]}})
+    spec_id = home.submit()
+    home.start()
+    # planner -100 and builder 1e12 are unknown: reviewer $0.02, tester $0.02, deployer $0.02 reach the cap
+    spec = wait_for(lambda: (s := home.spec(spec_id))["state"] == "waiting" and s, 60, lambda: home.spec(spec_id))
+    assert spec["gates"][-1]["reason"] == "budget" and spec["role"] == "docs", spec
+    assert spec["cost_usd"] == pytest.approx(0.06)

@@ -30,6 +30,10 @@ Error classes (`AgentAnswer.error_class`; None with a good answer):
                     from the event, else from that text, else None
     session_in_use  stderr "Session ID <id> is already in use": this attempt already ran
     no_session      "No conversation found with session ID: <id>": nothing to resume here
+
+Numbers the agent reports are not trusted (iwo_lite/numbers.py): a cost that is not a finite
+number >= 0 and at most MAX_CALL_USD is recorded as unknown (0 in every sum, `cost_note` says
+what was reported); a token count that is not believable counts as 0.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import re
 from dataclasses import asdict, dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from iwo_lite.numbers import checked_cost, checked_count
 from iwo_lite.roles import VERDICTS
 from iwo_lite.text import clean, clip
 
@@ -68,6 +73,7 @@ class AgentAnswer:
     denials: tuple = ()  # ({"tool": "Bash", "input": "python3 -m pytest"}, ...)
     resets_at: float | None = None  # usage_limit (and a 429 with a known reset): epoch seconds
     tokens: int = 0  # input + output + cache write + cache read tokens of the call
+    cost_note: str | None = None  # the reported cost was not believable: cost_usd is 0, the cost unknown
 
     def __post_init__(self) -> None:
         # an error without a class is an ordinary failed try (e.g. a timeout built by the dispatcher)
@@ -113,11 +119,13 @@ def answer_from_result(role: str, payload: dict, exit_code: int | None, stderr_t
     """
     status = payload.get("api_error_status")
     usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+    cost, cost_note = checked_cost(payload.get("total_cost_usd"), missing_ok=True)
     base = dict(
         result=clean(str(payload.get("result") or "")),
-        cost_usd=_number(payload.get("total_cost_usd")),
+        cost_usd=cost or 0.0,
+        cost_note=cost_note,
         session_id=clean(payload["session_id"]) if isinstance(payload.get("session_id"), str) else None,
-        num_turns=payload.get("num_turns") if isinstance(payload.get("num_turns"), int) else None,
+        num_turns=int(payload["num_turns"]) if checked_count(payload.get("num_turns")) is not None else None,
         is_error=bool(payload.get("is_error")),
         api_error_status=status if isinstance(status, int) and not isinstance(status, bool) else None,
         denials=denials_of(payload.get("permission_denials"), cwd),
@@ -363,7 +371,7 @@ def usage_tokens(usage: object) -> int:
     if not isinstance(usage, dict):
         return 0
     keys = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    return int(sum(_number(usage.get(key)) for key in keys))
+    return sum(checked_count(usage.get(key)) or 0 for key in keys)
 
 
 def _verdict_of(role: str, payload: dict) -> tuple[str | None, str, str, str | None]:
@@ -397,5 +405,3 @@ def _find_verdict(payload: dict) -> dict | None:
     return candidate if isinstance(candidate, dict) and "verdict" in candidate else None
 
 
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iwo_lite.agents.answer import AgentAnswer, answer_from_result, answer_without_result, relative
+from iwo_lite.numbers import checked_cost, checked_count
 from iwo_lite.roles import VERDICTS
 from iwo_lite.text import clip
 
@@ -355,10 +356,11 @@ class StreamReader:
 
     def _result(self, event: dict) -> None:
         self.result = event
-        if isinstance(event.get("num_turns"), int):
-            self._turns = event["num_turns"]
-        if _is_number(event.get("total_cost_usd")):
-            self._cost = float(event["total_cost_usd"])
+        if checked_count(event.get("num_turns")) is not None:
+            self._turns = int(event["num_turns"])
+        cost, _ = checked_cost(event.get("total_cost_usd"))
+        if cost is not None:  # else the estimate stays: the final answer says the cost is unknown
+            self._cost = cost
         usage = event.get("usage")
         if isinstance(usage, dict):
             self._tokens = sum(int(_count(usage.get(key))) for key in
@@ -376,7 +378,8 @@ def _is_number(value: object) -> bool:
 
 
 def _count(value: object) -> float:
-    return float(value) if _is_number(value) else 0.0
+    """A token count the agent reported, when believable (numbers.checked_count), else 0."""
+    return float(checked_count(value) or 0)
 
 
 # -- reading the final stdout ---------------------------------------------------------------------------

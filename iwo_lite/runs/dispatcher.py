@@ -492,7 +492,7 @@ class Dispatcher:
             request.spec_id, request.step, attempt, exit_code=exit_code, is_error=answer.is_error,
             verdict=answer.verdict, cost_usd=answer.cost_usd, session_id=answer.session_id,
             num_turns=answer.num_turns, error=answer.error, error_class=answer.error_class,
-            denials=list(answer.denials) or None, progress=progress))
+            denials=list(answer.denials) or None, progress=progress, cost_note=answer.cost_note))
         return answer
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from iwo_lite.numbers import checked_cost, json_text
 from iwo_lite.store import All, One, Op, Write
 from iwo_lite.times import utc_now
 
@@ -66,20 +67,25 @@ def attempt(spec_id: str, step: int, attempt: int) -> Op:
 def attempt_finished(spec_id: str, step: int, attempt: int, *, exit_code: int | None, is_error: bool,
                      verdict: str | None, cost_usd: float, session_id: str | None, num_turns: int | None,
                      error: str | None, error_class: str | None = None, denials: list | None = None,
-                     progress: dict | None = None) -> Op:
+                     progress: dict | None = None, cost_note: str | None = None) -> Op:
+    """An attempt's outcome. `cost_usd` is believed only when finite, >= 0 and at most MAX_CALL_USD
+    (else it is recorded as unknown: 0, with `cost_note`)."""
+    cost, note = checked_cost(cost_usd)
+    if cost is None:
+        cost, cost_note = 0.0, cost_note or note
     yield Write("UPDATE iwo_attempts SET finished_at = COALESCE(finished_at, ?), exit_code = ?, is_error = ?,"
                 " verdict = ?, cost_usd = ?, session_id = COALESCE(?, session_id), num_turns = ?, error = ?,"
-                " error_class = ?, denials = ?, progress = COALESCE(?, progress)"
+                " error_class = ?, denials = ?, progress = COALESCE(?, progress), cost_note = ?"
                 " WHERE spec_id = ? AND step = ? AND attempt = ?",
-                (utc_now(), exit_code, int(is_error), verdict, cost_usd, session_id, num_turns, error, error_class,
-                 json.dumps(denials) if denials else None, json.dumps(progress) if progress else None,
+                (utc_now(), exit_code, int(is_error), verdict, cost, session_id, num_turns, error, error_class,
+                 json_text(denials) if denials else None, json_text(progress) if progress else None, cost_note,
                  spec_id, step, attempt))
 
 
 def attempt_progress(spec_id: str, step: int, attempt: int, progress: dict) -> Op:
     """A running attempt's progress (turns, tool, tokens, cost_usd, last_event_at), written in batches."""
     yield Write("UPDATE iwo_attempts SET progress = ? WHERE spec_id = ? AND step = ? AND attempt = ?"
-                " AND finished_at IS NULL", (json.dumps(progress), spec_id, step, attempt))
+                " AND finished_at IS NULL", (json_text(progress), spec_id, step, attempt))
 
 
 def step_commits(spec_id: str, step: int, start_commit: str | None, commit_sha: str | None) -> Op:
@@ -125,7 +131,7 @@ def steps_of(spec_id: str) -> Op:
 def attempts_of(spec_id: str) -> Op:
     rows = yield All("SELECT step, attempt, pid, started_at, finished_at, exit_code, is_error, verdict, cost_usd,"
                      " session_id, num_turns, error, reattached, run_dir, resumed_from, error_class, denials,"
-                     " progress, note FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,))
+                     " progress, note, cost_note FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,))
     for row in rows:
         row["denials"] = json.loads(row["denials"]) if row["denials"] else []
         row["progress"] = json.loads(row["progress"]) if row["progress"] else None

@@ -201,6 +201,15 @@ MIGRATIONS: list[str] = [
     INSERT INTO iwo_takeovers (executor_id, recovered_by, recovered_at)
         SELECT executor_id, recovered_by, recovered_at FROM iwo_workers WHERE recovered_at IS NOT NULL;
     """,
+    # 8: an agent's reported cost that is not believable (NaN, infinite, negative, absurd, not a
+    # number) is recorded as unknown: cost_usd 0 (every sum stays sane) and a note saying what was
+    # reported. Rows an older build wrote with such a cost are turned into the same.
+    """
+    ALTER TABLE iwo_attempts ADD COLUMN cost_note TEXT;
+    UPDATE iwo_attempts SET cost_note = 'the agent reported cost ' || CAST(cost_usd AS TEXT)
+        || ' (not a finite number between 0 and 1000): recorded as unknown, not counted', cost_usd = 0
+        WHERE NOT (cost_usd >= 0 AND cost_usd <= 1000);
+    """,
 ]
 # Postgres only, after the migration of that number: the short, stable gate number that
 # Telegram buttons carry (SQLite has it built in as the table's rowid).

@@ -55,3 +55,57 @@ def test_a_malformed_last_block_never_falls_back_to_an_earlier_one():
 def test_terminal_escapes_are_dropped_from_what_is_kept():
     answer = parse_agent_output("planner", result(fenced({"verdict": "done", "summary": "a\x1b[31mred\x07"})), 0)
     assert answer.summary == "a[31mred"
+
+
+# -- numbers the agent reports ---------------------------------------------------------------------
+
+import math as _math
+
+from iwo_lite.numbers import MAX_CALL_USD, checked_cost, checked_count, json_text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), -0.01, MAX_CALL_USD + 1, 10**400,
+                                   "0.5", True, False, {"usd": 1}, [1], None])
+def test_a_cost_that_is_not_a_finite_number_at_least_0_and_believable_is_unknown(value):
+    assert checked_cost(value)[0] is None and "recorded as unknown" in checked_cost(value)[1]
+    payload = {"type": "result", "is_error": False, "total_cost_usd": value, "num_turns": 2,
+               "result": '```json\n{"verdict": "done", "summary": "s"}\n```'}
+    answer = parse_agent_output("planner", json.dumps(payload), 0)
+    assert answer.error is None and answer.cost_usd == 0.0
+    assert (answer.cost_note is None) == (value is None)  # a missing cost is 0, not a lie
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 0.5, MAX_CALL_USD])
+def test_a_believable_cost_is_kept(value):
+    assert checked_cost(value) == (float(value), None)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 1.5, True, "3", None, 10**10])
+def test_a_token_or_turn_count_that_is_not_believable_counts_as_nothing(value):
+    assert checked_count(value) is None
+    payload = {"type": "result", "is_error": False, "total_cost_usd": 0.01, "num_turns": value,
+               "usage": {"input_tokens": value, "output_tokens": 7},
+               "result": '```json\n{"verdict": "done", "summary": "s"}\n```'}
+    answer = parse_agent_output("planner", json.dumps(payload), 0)
+    assert answer.tokens == 7 and answer.num_turns is None
+
+
+def test_the_stream_s_progress_never_holds_a_bad_cost_or_count():
+    from iwo_lite.agents.claude import StreamReader
+
+    reader = StreamReader()
+    assistant = {"type": "assistant", "message": {"id": "m1", "model": "claude-sonnet-4", "content": [],
+                 "usage": {"input_tokens": float("nan"), "output_tokens": -10**12,
+                           "cache_read_input_tokens": float("inf")}}}
+    reader.feed((json.dumps(assistant) + "\n").encode())
+    assert reader.progress["tokens"] == 0 and reader.progress["cost_usd"] == 0.0
+    for bad in (float("nan"), float("-inf"), -3, 1e15, "1"):
+        reader.feed((json.dumps({"type": "result", "total_cost_usd": bad, "num_turns": bad}) + "\n").encode())
+        progress = reader.progress
+        assert _math.isfinite(progress["cost_usd"]) and progress["cost_usd"] >= 0
+        assert json.loads(json_text(progress)) == progress
+
+
+def test_json_text_never_writes_nan_or_infinity():
+    text = json_text({"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": float("-inf")}})
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
