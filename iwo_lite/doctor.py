@@ -150,6 +150,9 @@ def _one(sql: str):
 
 def _schema_check(db: Store) -> tuple[bool, str, str]:
     version = db.run(_one("SELECT MAX(version) AS v FROM iwo_migrations"))["v"] if db.has_table("iwo_migrations") else 0
+    if version > len(MIGRATIONS):  # a newer build's additive migrations (else opening it was refused)
+        return (True, f"iwo_ schema version: {version}, newer than this iwo-lite's {len(MIGRATIONS)}; its newer "
+                "migrations are additive, so this build runs on it (e.g. to drain specs: README Upgrades)", "")
     return (version == len(MIGRATIONS), f"iwo_ schema version: {version} of {len(MIGRATIONS)}",
             "run `iwo-lite run` to migrate")
 

@@ -30,7 +30,7 @@ from iwo_lite.config import Config
 from iwo_lite.errors import UserError
 from iwo_lite.home import Home, daemon_pid
 from iwo_lite.roles import ANSWERS
-from iwo_lite.store import AsyncStore, Store
+from iwo_lite.store import AsyncStore, Store, checkpoints
 from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import specs as spec_rows
 
@@ -60,6 +60,10 @@ def answer_from_shell(config: Config, spec_id: str, answer: str, note: str, *, b
         if spec["state"] != "waiting" or not spec["gate_id"]:
             raise UserError(f"{spec_id}: not waiting for an answer (state {spec['state']})")
         gate_id = spec["gate_id"]
+        if store.has_table("workflow_status"):
+            elsewhere = store.run(checkpoints.run_elsewhere(spec_id))
+            if elsewhere is not None:
+                raise UserError(elsewhere)
         refused = store.run(gate_rows.answer(gate_id, answer, note, by or _user(), via))
         if refused is not None:
             raise UserError(refused)
@@ -98,6 +102,9 @@ class Gates:
 
     async def answer(self, gate_id: str, answer: str, note: str, by: str, via: str) -> str | None:
         """Record a notifier's answer; None when recorded (and the spec woken), else why not."""
+        elsewhere = await self.store.run(checkpoints.run_elsewhere(gate_rows.spec_of(gate_id)))
+        if elsewhere is not None:
+            return elsewhere
         refused = await self.store.run(gate_rows.answer(gate_id, answer, note, by, via))
         if refused is None:
             await self._wake(gate_id, gate_rows.spec_of(gate_id))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
+import sys
 import subprocess
 import time
 
@@ -240,3 +242,58 @@ def test_a_workflow_left_pending_with_nothing_running_it_is_replayed_without_a_r
              == [("SUCCESS",)], 60, daemon.log)
     assert "left pending with nothing running it" in daemon.log()
     assert home.role_counts(spec_id) == DEFAULT_ROLE_COUNTS  # replayed from checkpoints: no agent ran again
+
+
+# -- upgrade and downgrade: the schema and the replay version -----------------------------------------
+
+def _old_schema_home(home, version: int) -> None:
+    """The home's database as a build that knew `version` migrations left it (one spec in it)."""
+    code = ("import sys, sqlite3; from iwo_lite.store import schema; schema.MIGRATIONS = schema.MIGRATIONS[:%d];"
+            "conn = sqlite3.connect(sys.argv[1], isolation_level=None); schema.migrate_sqlite(conn);"
+            "conn.execute(\"INSERT INTO iwo_specs (id, title, state, created_at, updated_at) VALUES"
+            " ('old-spec', 'Old', 'done', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')\")" % version)
+    subprocess.run([sys.executable, "-c", code, str(home.root / "iwo.sqlite")], check=True, env=home.env)
+
+
+def test_every_reading_command_works_on_an_older_schema(home):
+    _old_schema_home(home, 7)
+    for args in (("status",), ("status", "--json"), ("status", "old-spec"), ("status", "old-spec", "--json"),
+                 ("status", "--sql", "SELECT cost_note FROM iwo_attempts"), ("doctor",)):
+        out = home.cli(*args)
+        assert "no such column" not in out.stdout + out.stderr and "Traceback" not in out.stderr, (args, out)
+        if args[0] == "status":
+            assert out.returncode == 0, (args, out.stderr)
+    assert "old-spec" in home.cli("status", check=True).stdout
+
+
+def test_an_older_build_refuses_a_database_a_newer_one_made_unsafe_for_it_and_runs_on_an_additive_one(home):
+    home.submit()
+    db = home.root / "iwo.sqlite"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO iwo_migrations (version, applied_at, needs) VALUES (98, 'x', 1)")  # additive
+    for args in (("status",), ("status", "--json")):
+        assert home.cli(*args).returncode == 0
+    conn.execute("INSERT INTO iwo_migrations (version, applied_at) VALUES (99, 'x')")  # not additive
+    conn.close()
+    for args in (("status",), ("status", "--json"), ("status", "--sql", "SELECT 1"), ("submit", str(home.spec_file())),
+                 ("run",), ("approve", "x")):
+        out = home.cli(*args, timeout=60)
+        assert out.returncode == 2, (args, out)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "schema is version 99, made by a newer iwo-lite" in lines[0], (args, out.stderr)
+
+
+def test_an_answer_to_a_spec_this_build_does_not_run_says_so_and_changes_nothing(home):
+    home.scenario({"roles": {"reviewer": [{"verdict": "blocker", "question": "Which?"}]}})
+    spec_id = home.submit()
+    daemon = home.start()
+    home.wait_state(spec_id, "waiting")
+    daemon.stop()
+    conn = sqlite3.connect(home.root / "iwo.sqlite", isolation_level=None)
+    conn.execute("UPDATE workflow_status SET application_version = 'iwo-replay-1' WHERE workflow_uuid = ?", (spec_id,))
+    conn.close()
+    for answer in (("approve",), ("reject",), ("revise", "-m", "do it")):
+        out = home.cli(answer[0], spec_id, *answer[1:])
+        assert out.returncode == 2 and "replay version iwo-replay-1" in out.stderr, out
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert home.state(spec_id) == "waiting" and home.spec(spec_id)["gates"][-1]["answer"] is None

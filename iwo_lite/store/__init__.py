@@ -108,7 +108,11 @@ class Store:
 
     @classmethod
     def open(cls, database_url: str) -> "Store":
-        """Read-write. (The database must exist: see `prepare`.)"""
+        """Read-write. (The database must exist: see `prepare`.) Its schema checked as open_readonly's."""
+        return cls._schema_checked(database_url, cls._open(database_url), cls._open)
+
+    @classmethod
+    def _open(cls, database_url: str) -> "Store":
         if is_postgres(database_url):
             from iwo_lite.store import pg
 
@@ -119,7 +123,43 @@ class Store:
 
     @classmethod
     def open_readonly(cls, database_url: str) -> "Store | None":
-        """Read-only, or None when the database does not exist yet."""
+        """Read-only, or None when the database does not exist yet. A schema older than this build's
+        is upgraded first (the migrations are additive: safe beside a running daemon of either
+        build), or UserError says in one line what to run; one a newer build made unsafe for this
+        one is refused (schema.refuse_newer)."""
+        return cls._schema_checked(database_url, cls._open_readonly(database_url), cls._open_readonly)
+
+    @classmethod
+    def _schema_checked(cls, database_url: str, store: "Store | None", reopen) -> "Store | None":
+        if store is None or not store.has_table("iwo_migrations"):
+            return store
+        from iwo_lite.store import schema
+
+        where = "database" if is_postgres(database_url) else str(sqlite_path(database_url))
+        try:
+            applied = store.conn.execute("SELECT COALESCE(MAX(version), 0) FROM iwo_migrations").fetchone()[0]
+            schema.refuse_newer(store.conn.execute("SELECT * FROM iwo_migrations WHERE version > ?",
+                                                   (len(schema.MIGRATIONS),)).fetchall(), where)
+        except BaseException:
+            store.close()
+            raise
+        if applied >= len(schema.MIGRATIONS):
+            return store
+        store.close()
+        from iwo_lite.errors import UserError, first_line
+
+        try:
+            prepare(database_url)
+        except UserError:
+            raise
+        except Exception as error:  # a file or a role that may not write: say what to run
+            raise UserError(f"{where}: the database's schema is version {applied}, older than this iwo-lite's "
+                            f"({len(schema.MIGRATIONS)}), and it could not be upgraded here ({first_line(error)}): "
+                            "run `iwo-lite run` once as the database's owner") from None
+        return reopen(database_url)
+
+    @classmethod
+    def _open_readonly(cls, database_url: str) -> "Store | None":
         if is_postgres(database_url):
             from iwo_lite.store import pg
 

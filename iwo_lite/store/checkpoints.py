@@ -84,6 +84,19 @@ def other_versions() -> Op:
     return [(r["version"], r["n"]) for r in rows]
 
 
+def run_elsewhere(spec_id: str) -> Op:
+    """Why an answer to `spec_id` cannot take effect under this build (its unfinished workflow
+    belongs to another replay version, which this build's DBOS never recovers), or None."""
+    row = yield One("SELECT application_version AS version FROM workflow_status WHERE workflow_uuid = ?"
+                    " AND status IN ('PENDING', 'ENQUEUED') AND COALESCE(application_version, '') <> ?",
+                    (spec_id, REPLAY_VERSION))
+    if row is None:
+        return None
+    return (f"{spec_id}: its workflow is of replay version {row['version']}, which this build ({REPLAY_VERSION})"
+            " does not run, so the answer would not take effect: answer it with the build that started it"
+            " (README \"Upgrades and the replay version\")")
+
+
 def fork_point(spec_id: str, role: str) -> Op:
     """{function_id, step} where a fork re-runs the role's most recent dispatch: its `prepare` step
     (so a worktree spec's branch starts at the commit that dispatch started from), or None."""

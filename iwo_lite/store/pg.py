@@ -15,6 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import psycopg
 
+from iwo_lite.store import schema
+
 SCHEMA = "iwo"
 SEARCH_PATH = f"{SCHEMA},dbos"
 MIGRATION_LOCK = 0x1_0E0_11E  # pg_advisory_xact_lock key: one migrator at a time
@@ -224,14 +226,21 @@ def migrate(conn: Connection, migrations: Iterable[str], extra: dict[int, str], 
         raw.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.iwo_migrations"
                     " (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
         applied = raw.execute(f"SELECT COALESCE(MAX(version), 0) FROM {SCHEMA}.iwo_migrations").fetchone()[0]
+        newer = raw.execute(f"SELECT * FROM {SCHEMA}.iwo_migrations WHERE version > %s", (len(migrations),))
+        names = [d.name for d in newer.description or ()]
+        schema.refuse_newer([Row(row, tuple(names)) for row in newer.fetchall()], "database")
         for version, script in enumerate(migrations, start=1):
             if version <= applied:
                 continue
             for statement in (pg_schema_sql(script) + ";" + extra.get(version, "")).split(";"):
                 if statement.strip():
                     raw.execute(statement)
-            raw.execute(f"INSERT INTO {SCHEMA}.iwo_migrations (version, applied_at) VALUES (%s, %s)",
-                        (version, now))
+            if version >= schema.NEEDS_FROM:
+                raw.execute(f"INSERT INTO {SCHEMA}.iwo_migrations (version, applied_at, needs) VALUES (%s, %s, %s)",
+                            (version, now, schema.needs_of(version)))
+            else:
+                raw.execute(f"INSERT INTO {SCHEMA}.iwo_migrations (version, applied_at) VALUES (%s, %s)",
+                            (version, now))
     return len(migrations)
 
 

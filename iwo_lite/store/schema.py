@@ -201,23 +201,63 @@ MIGRATIONS: list[str] = [
     INSERT INTO iwo_takeovers (executor_id, recovered_by, recovered_at)
         SELECT executor_id, recovered_by, recovered_at FROM iwo_workers WHERE recovered_at IS NOT NULL;
     """,
-    # 8: an agent's reported cost that is not believable (NaN, infinite, negative, absurd, not a
+    # 8: iwo_migrations.needs (see NEEDS below). An agent's reported cost that is not believable (NaN, infinite, negative, absurd, not a
     # number) is recorded as unknown: cost_usd 0 (every sum stays sane) and a note saying what was
     # reported. Rows an older build wrote with such a cost are turned into the same.
     """
+    ALTER TABLE iwo_migrations ADD COLUMN needs INTEGER;
     ALTER TABLE iwo_attempts ADD COLUMN cost_note TEXT;
     UPDATE iwo_attempts SET cost_note = 'the agent reported cost ' || CAST(cost_usd AS TEXT)
         || ' (not a finite number between 0 and 1000): recorded as unknown, not counted', cost_usd = 0
         WHERE NOT (cost_usd >= 0 AND cost_usd <= 1000);
     """,
 ]
+# Which builds can run on a database after migration N: a build must know at least NEEDS[N]
+# migrations (iwo_migrations.needs; 1 when absent here). Additive migrations (new tables and
+# columns an older build never reads) keep it at 1, so an older build can still drain a home a
+# newer one migrated (README "Upgrades and the replay version"); a migration an older build
+# could not run on safely sets it to its own number, and older builds then refuse the database.
+NEEDS: dict[int, int] = {}
+NEEDS_FROM = 8  # the first migration whose row records `needs` (the column came with it)
+
+
+def needs_of(version: int) -> int:
+    return NEEDS.get(version, 1)
+
+
+def newer_than_known(rows: list) -> tuple[int, int] | None:
+    """(the database's schema version, the migrations a build must know to run on it) from the rows
+    of iwo_migrations newer than this build knows (a row without `needs` needs its own number);
+    None when there are none."""
+    if not rows:
+        return None
+    version = max(int(row["version"]) for row in rows)
+    needs = max(int(row["needs"]) if "needs" in row.keys() and row["needs"] is not None else int(row["version"])
+                for row in rows)
+    return version, needs
+
+
+def refuse_newer(rows: list, where: str) -> tuple[int, int] | None:
+    """UserError (one line) when a newer build migrated the database in a way this build cannot run
+    on safely; else what newer_than_known says (None, or a newer schema this build can run on)."""
+    from iwo_lite.errors import UserError
+
+    newer = newer_than_known(rows)
+    if newer is not None and newer[1] > len(MIGRATIONS):
+        raise UserError(f"{where}: the database's schema is version {newer[0]}, made by a newer iwo-lite than this "
+                        f"one (which knows {len(MIGRATIONS)}) and not safe for it: run the newer iwo-lite (or "
+                        "restore a backup from before the upgrade)")
+    return newer
+
+
 # Postgres only, after the migration of that number: the short, stable gate number that
 # Telegram buttons carry (SQLite has it built in as the table's rowid).
 PG_EXTRA: dict[int, str] = {1: "ALTER TABLE iwo_gates ADD COLUMN rowid BIGSERIAL UNIQUE"}
 
 
-def migrate_sqlite(conn: sqlite3.Connection) -> int:
-    """Apply the numbered migrations not yet applied; returns the schema version."""
+def migrate_sqlite(conn: sqlite3.Connection, where: str = "database") -> int:
+    """Apply the numbered migrations not yet applied; returns the schema version. UserError when a
+    newer build made the database into something this build cannot run on (refuse_newer)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
@@ -225,13 +265,19 @@ def migrate_sqlite(conn: sqlite3.Connection) -> int:
             " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
         applied = conn.execute("SELECT COALESCE(MAX(version), 0) FROM iwo_migrations").fetchone()[0]
+        refuse_newer(conn.execute("SELECT * FROM iwo_migrations WHERE version > ?", (len(MIGRATIONS),)).fetchall(),
+                     where)
         for version, script in enumerate(MIGRATIONS, start=1):
             if version <= applied:
                 continue
             for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute("INSERT INTO iwo_migrations (version, applied_at) VALUES (?, ?)", (version, utc_now()))
+            if version >= NEEDS_FROM:
+                conn.execute("INSERT INTO iwo_migrations (version, applied_at, needs) VALUES (?, ?, ?)",
+                             (version, utc_now(), needs_of(version)))
+            else:
+                conn.execute("INSERT INTO iwo_migrations (version, applied_at) VALUES (?, ?)", (version, utc_now()))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

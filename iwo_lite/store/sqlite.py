@@ -45,7 +45,7 @@ def create(db_path: Path) -> None:
     with contextlib.closing(connect(db_path)) as conn:
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
-        migrate_sqlite(conn)
+        migrate_sqlite(conn, str(db_path))
     for suffix in ("-wal", "-shm"):
         side_file = db_path.with_name(db_path.name + suffix)
         if side_file.exists():
