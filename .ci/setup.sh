@@ -20,3 +20,4 @@ if ((${#need[@]})); then
 fi
 bash .ci/postgres.sh
 bash .ci/claude.sh
+bash .ci/codex.sh

@@ -28,7 +28,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
@@ -63,6 +63,7 @@ MAX_BUDGET_USD = 1e6  # a budget past this is a typo (1e308 would never stop any
 DISPATCH_MODES = ("subprocess", "tmux")
 ON_TIMEOUT = ("reject", "approve")
 AGENT_KINDS = ("claude", "json")
+EXECUTABLES = {"claude": "claude", "claude.exe": "claude"}  # an agent.command run by this name is that kind  # agents/__init__.py KINDS: one module per kind
 PERMISSIONS = ("read", "edit", "run", "full")
 WORKSPACES = ("worktree", "shared")
 ON_DONE = ("keep", "merge", "command")
@@ -152,6 +153,16 @@ class AgentConfig:
     max_output: int = key(20 * 2**20, check.size_between(64 * 2**10, 2**30))  # bytes of an agent's stdout kept ("20MiB")
     global_max_concurrent: int = key(0, check.int_at_least(0))  # Postgres: across all workers; 0 = no limit
 
+    def default_kind(self) -> str:
+        """agent.kind, else by the executable's name (EXECUTABLES), else "json"."""
+        return self.kind or kind_for(self.command)
+
+
+def kind_for(command) -> str:
+    """The agent kind of an argv by its executable's name, else "json"."""
+    name = PurePath(str(command[0])).name if command else ""
+    return EXECUTABLES.get(name, "json")
+
 
 @dataclass(frozen=True)
 class RoleConfig:
@@ -161,6 +172,42 @@ class RoleConfig:
     prompt_file: Path | None = key(None, check.nonempty_string)  # absolute (against the config file's directory)
     model: str | None = key(None, check.nonempty_string)
     permissions: str | None = key(None, check.choice(PERMISSIONS))  # None: the role's default profile
+    agent: str | None = key(None, check.choice(AGENT_KINDS))  # None: agent.kind
+
+
+@dataclass(frozen=True)
+class ClaudeKindConfig:
+    """``[agents.claude]``: the Claude Code CLI."""
+
+    command: tuple[str, ...] = key((), check.command_or_empty)  # [] = agent.command when it is claude's, else ["claude"]
+
+
+@dataclass(frozen=True)
+class JsonKindConfig:
+    """``[agents.json]``: any command that prints one result object."""
+
+    command: tuple[str, ...] = key((), check.command_or_empty)  # [] = agent.command
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    """``[agents.<kind>]``: each agent kind's own settings."""
+
+    claude: ClaudeKindConfig = field(default_factory=ClaudeKindConfig)
+    json: JsonKindConfig = field(default_factory=JsonKindConfig)
+
+    def command(self, kind: str, agent: AgentConfig) -> tuple[str, ...]:
+        """The argv of `kind`: [agents.<kind>] command, else agent.command when agent.kind is this
+        kind, else the kind's executable."""
+        own = getattr(self, kind).command
+        if own:
+            return own
+        if agent.default_kind() == kind or kind == "json":
+            return agent.command
+        return (kind,)
+
+
+KIND_SECTIONS: dict[str, type] = {"claude": ClaudeKindConfig, "json": JsonKindConfig}
 
 
 @dataclass(frozen=True)
@@ -252,6 +299,7 @@ class Config:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     git: GitConfig = field(default_factory=GitConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)  # [agents.<kind>]
 
     @property
     def is_sqlite(self) -> bool:
@@ -298,7 +346,8 @@ def _file_keys(cls: type) -> dict[str, Any]:
 
 
 # Every key a config file may hold: top-level keys, sections, and the keys of each section.
-_TOP_KEYS = tuple(_file_keys(Config)) + tuple(SECTIONS) + ("roles",)
+_TOP_KEYS = tuple(_file_keys(Config)) + tuple(SECTIONS) + ("roles", "agents")
+_KIND_KEYS: dict[str, tuple[str, ...]] = {name: tuple(_file_keys(cls)) for name, cls in KIND_SECTIONS.items()}
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {name: tuple(_file_keys(cls)) for name, cls in SECTIONS.items()}
 _ROLE_KEYS = tuple(_file_keys(RoleConfig))
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -383,6 +432,7 @@ def _build(home: Path, path: Path | None, data: dict[str, Any], environ: Mapping
         workdir=_absolute(top.get("workdir", "."), environ),
         workspace=top.get("workspace"),
         roles=_roles(src, data, base_dir, environ),
+        agents=_agents(src, data),
         **sections,
     )
 
@@ -422,6 +472,16 @@ def _roles(src: str, data: Mapping[str, Any], base_dir: Path, environ: Mapping[s
             values["prompt_file"] = _absolute(values["prompt_file"], environ, base_dir)
         roles[role] = RoleConfig(**values)
     return MappingProxyType(roles)
+
+
+def _agents(src: str, data: Mapping[str, Any]) -> AgentsConfig:
+    table = data.get("agents", {})
+    if not isinstance(table, dict):
+        raise _error(src, "agents", f"expected a table of agent kinds ([agents.claude], ...), got {check.show(table)}")
+    _reject_unknown(src, "agents", table, tuple(KIND_SECTIONS), what="agent kind")
+    return AgentsConfig(**{kind: cls(**_checked(src, f"agents.{kind}", cls,
+                                                _table(src, f"agents.{kind}", table.get(kind, {}), _KIND_KEYS[kind])))
+                           for kind, cls in KIND_SECTIONS.items()})
 
 
 def _resolve_database_url(src: str, value: str, home: Path, base_dir: Path, environ: Mapping[str, str]) -> str:

@@ -213,6 +213,11 @@ def command(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def command_or_empty(value: Any) -> tuple[str, ...]:
+    """An argv array, or [] for "the default"."""
+    return () if value == [] else command(value)
+
+
 def string_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise Bad(f'expected an array of strings like ["--verbose"], {got(value)}')

@@ -99,10 +99,8 @@ def check_ready(config: Config) -> None:
     """What would fail at the first dispatch, said at start-up (UserError, one line)."""
     if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
         raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
-    if (config.agent.kind or agents.kind_for(config.agent.command)) == "claude":
-        from iwo_lite.agents.claude import full_profile_refused
-
-        refused = full_profile_refused(config)
+    for kind, roles in agents.kinds_in_use(config).items():  # e.g. a "full" profile Claude Code refuses as root
+        refused = agents.build(config, kind, roles).refused(config, roles)
         if refused:
             raise UserError(refused)
     if config.workspace == "worktree":
@@ -149,7 +147,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             courier.wake()
             starter.poke()
 
-        dispatcher = Dispatcher(config, home, store, agents.from_config(config),
+        dispatcher = Dispatcher(config, home, store, agents.for_roles(config),
                                 notify.secret_env_names(config) + SECRET_ENV)
         loop.install(loop.Runtime(config, home, store, dispatcher, changed))
         await durable.launch(config)

@@ -30,10 +30,6 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
     results: list[tuple[bool, str, str]] = []
     source = config.config_path or "built-in defaults (no config file)"
     results.append((True, f"config: {source}", ""))
-    agent = config.agent.command[0]
-    found = shutil.which(agent)
-    results.append((bool(found), f"agent command: {agent}" + (f" -> {found}" if found else " not found"),
-                    "install Claude Code, or set agent.command in the config"))
     results += _agent_checks(config)
     results.append((config.workdir.is_dir(), f"workdir: {config.workdir}",
                     "create it, or set workdir to your repository"))
@@ -101,20 +97,13 @@ def _looks_like_repository(path) -> bool:
 
 
 def _agent_checks(config: Config) -> list[tuple[bool, str, str]]:
-    """The agent kind and, for Claude Code, the permission profiles (the root/IS_SANDBOX refusal)."""
+    """Each agent kind in use, for the roles it runs: its own checks (the command on PATH, its
+    permission profiles, what it would refuse)."""
     from iwo_lite import agents
-    from iwo_lite.agents.claude import DEFAULT_PERMISSIONS, full_profile_refused
 
-    kind = config.agent.kind or agents.kind_for(config.agent.command)
-    if kind != "claude":
-        return [(True, "agent kind: json (one result object on stdout; no profiles, sessions or progress)", "")]
-    profiles = {role: rc.permissions or DEFAULT_PERMISSIONS[role] for role, rc in config.roles.items()}
-    shown = ", ".join(f"{role} {profile}" for role, profile in profiles.items())
-    results = [(True, f"agent kind: claude; permissions: {shown}", "")]
-    refused = full_profile_refused(config)
-    if refused:
-        what, _, fix = refused.partition("; ")
-        results.append((False, what, fix))
+    results: list[tuple[bool, str, str]] = []
+    for kind, roles in agents.kinds_in_use(config).items():
+        results += agents.build(config, kind, roles).checks(config, roles)
     return results
 
 

@@ -60,6 +60,9 @@ def spec_trace(database_url: str, spec_id: str) -> dict:
     for step in steps:
         step["attempts"] = [a for a in attempts if a["step"] == step["step"]]
         step["cost_usd"] = round(sum(a["cost_usd"] or 0 for a in step["attempts"]), 6)
+        # the agent kind that ran the dispatch (its last attempt's; None before it started, or in a
+        # home older than the per-role agents)
+        step["agent"] = next((a["agent"] for a in reversed(step["attempts"]) if a.get("agent")), None)
     return dict(specs[0], saved_usd=saved_usd, recoveries=recoveries, steps=steps, gates=gates)
 
 
@@ -324,7 +327,7 @@ def trace_view(trace: dict) -> Any:
     if trace.get("parent_id"):
         head += f"\nforked from {trace['parent_id']}"
     steps = Table(title="dispatches")
-    for column in ("NN", "role", "attempt", "started", "took", "verdict", "$", "notes"):
+    for column in ("NN", "role", "agent", "attempt", "started", "took", "verdict", "$", "notes"):
         steps.add_column(column, overflow="fold")
     for step in trace["steps"]:
         for attempt in step["attempts"] or [None]:
@@ -332,7 +335,8 @@ def trace_view(trace: dict) -> Any:
             if attempt and attempt["finished_at"]:
                 took = f"{parse_utc(attempt['finished_at']) - parse_utc(attempt['started_at']):.1f}s"
             steps.add_row(*map(_safe, (
-                f"{step['step']:02d}", step["role"], str(attempt["attempt"]) if attempt else "-",
+                f"{step['step']:02d}", step["role"], ((attempt or {}).get("agent") or step.get("agent") or "-"),
+                str(attempt["attempt"]) if attempt else "-",
                 ((attempt or step)["started_at"] or "")[11:19], took,
                 (attempt["verdict"] or "") if attempt else (step["verdict"] or ""),
                 "?" if (attempt or {}).get("cost_note") else f"{(attempt or {}).get('cost_usd') or 0:.4f}",

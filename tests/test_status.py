@@ -75,6 +75,10 @@ def test_trace_shows_replay_savings_reattach_gates_and_handoffs(lived_home):
     table = lived_home.cli("status", "crashy", check=True).stdout
     assert "re-attached after restart" in table and "saved by replay" in table
     assert "04-tester.md" in table
+    # the agent kind that ran each dispatch, recorded with each attempt (the re-attached one too)
+    assert [s["agent"] for s in trace["steps"]] == ["json"] * 6
+    assert all(a["agent"] == "json" for s in trace["steps"] for a in s["attempts"])
+    assert " agent " in table.splitlines()[[i for i, line in enumerate(table.splitlines()) if "NN" in line][0]]
 
 
 def test_table_marks_states_and_a_failed_spec_resumes_without_repeating_calls(lived_home):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import unicodedata
 import uuid
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iwo_lite.agents.answer import AgentAnswer, answer_from_result, answer_without_result, relative
+from iwo_lite.agents.base import Session, SessionKey
+from iwo_lite.agents.events import ToolEvent
 from iwo_lite.numbers import checked_cost, checked_count
 from iwo_lite.roles import VERDICTS
 from iwo_lite.text import clip
@@ -141,19 +144,6 @@ def session_id_for(namespace: str, spec_id: str, step: int, attempt: int) -> str
     """The session id of one attempt: a UUID derived from (namespace, spec, dispatch, attempt),
     so the same attempt always gets the same id (and the CLI refuses to start it twice)."""
     return str(uuid.uuid5(_SESSION_NAMESPACE, json.dumps([namespace, spec_id, int(step), int(attempt)])))
-
-
-@dataclass(frozen=True)
-class Session:
-    """An attempt's Claude session: `id` its own; `resume_from` the session it continues (None: fresh)."""
-
-    id: str
-    resume_from: str | None = None
-
-    def flags(self) -> list[str]:
-        if self.resume_from:
-            return ["--resume", self.resume_from, "--fork-session", "--session-id", self.id]
-        return ["--session-id", self.id]
 
 
 # A run stopped on purpose got SIGINT, so its transcript says "The user doesn't want to proceed with this
@@ -445,7 +435,7 @@ def _loads(text: str) -> dict | None:
 
 @dataclass(frozen=True)
 class ClaudeAgent:
-    """Claude Code as an agent kind (the same duck-typed interface as agents.plain.PlainAgent)."""
+    """Claude Code as an agent kind (implements agents.base.Agent)."""
 
     command: tuple[str, ...]  # agent.command with the owned flags stripped
     permissions: dict[str, str] = field(default_factory=dict)  # by role: read | edit | run | full
@@ -467,7 +457,8 @@ class ClaudeAgent:
     def profile(self, role: str) -> str:
         return self.permissions.get(role) or DEFAULT_PERMISSIONS.get(role, "read")
 
-    def argv(self, role: str, *, session: Session | None = None, budget_left_usd: float | None = None) -> list[str]:
+    def argv(self, role: str, *, session: Session | None = None, budget_left_usd: float | None = None,
+             run_dir: Path | None = None) -> list[str]:
         argv = list(self.command)
         argv += ["-p", "--output-format", "stream-json", "--verbose",
                  "--json-schema", json.dumps(verdict_schema(role), separators=(",", ":"))]
@@ -492,13 +483,25 @@ class ClaudeAgent:
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
 
+    def files(self, role: str) -> dict[str, str]:
+        return {}  # the verdict schema goes on the command line
+
+    def session(self, key: SessionKey, resume_from: str | None, cwd, env: Mapping[str, str]) -> Session:
+        """A session id of the attempt's own (session_id_for); it forks `resume_from` when that
+        session's transcript is on this machine."""
+        own = session_id_for(key.namespace, key.spec_id, key.step, key.attempt)
+        if resume_from and self.transcript_path(resume_from, cwd, env).exists():
+            return Session(own, resume_from)
+        return Session(own)
+
     def stdin(self, prompt: str, role: str, session: Session | None = None) -> str:
         """The prompt, or CONTINUE_PROMPT when the attempt continues an earlier session."""
         if session is not None and session.resume_from:
             return continue_prompt(role)
         return prompt
 
-    def parse(self, role: str, stdout: str, exit_code: int | None, stderr_tail: str = "") -> AgentAnswer:
+    def parse(self, role: str, stdout: str, exit_code: int | None, stderr_tail: str = "", *,
+              env: Mapping[str, str] | None = None) -> AgentAnswer:
         scan = scan_stream(stdout or "")
         if scan.result is None:
             return answer_without_result(exit_code, stderr_tail, printed=bool((stdout or "").strip()),
@@ -521,6 +524,32 @@ class ClaudeAgent:
     def stream_reader(self) -> StreamReader:
         return StreamReader()
 
+    def tool_events(self, stdout_text: str) -> list[ToolEvent]:
+        return []  # Claude Code's timeline from stream-json: agents/events.py
+
+    def writable_state(self, env: Mapping[str, str]) -> list[str]:
+        """~/.claude (or $CLAUDE_CONFIG_DIR): transcripts, for resume; ~/.claude.json: its settings."""
+        home = env.get("HOME") or os.path.expanduser("~")
+        config_dir = env.get("CLAUDE_CONFIG_DIR") or os.path.join(home, ".claude")
+        return [str(Path(config_dir).expanduser()), os.path.join(home, ".claude.json")]
+
+    def checks(self, config, roles: list[str]) -> list[tuple[bool, str, str]]:
+        """The command on PATH, each role's permission profile, the root/IS_SANDBOX refusal."""
+        found = shutil.which(self.command[0]) if self.command else None
+        results = [(bool(found), f"agent command (claude): {self.command[0]}" + (f" -> {found}" if found else
+                                                                                  " not found"),
+                    "install Claude Code, or set agent.command (or [agents.claude] command) in the config")]
+        shown = ", ".join(f"{role} {self.profile(role)}" for role in roles)
+        results.append((True, f"agent kind: claude; permissions: {shown}", ""))
+        refused = self.refused(config, roles)
+        if refused:
+            what, _, fix = refused.partition("; ")
+            results.append((False, what, fix))
+        return results
+
+    def refused(self, config, roles: list[str]) -> str | None:
+        return full_profile_refused(config, roles)
+
 
 def _dollars(value: float) -> str:
     """A positive amount without an exponent: 0.01, 1.2, 12.3456."""
@@ -528,10 +557,13 @@ def _dollars(value: float) -> str:
     return text if text not in ("", "0") else f"{MIN_BUDGET_USD}"
 
 
-def from_config(config) -> ClaudeAgent:
-    roles = config.roles
+def from_config(config, roles: list[str] | None = None) -> ClaudeAgent:
+    """Claude Code for `roles` (default: all): [agents.claude] command, else agent.command."""
+    agents = getattr(config, "agents", None)
+    command = agents.command("claude", config.agent) if agents is not None else config.agent.command
+    roles = {role: config.roles[role] for role in (roles if roles is not None else config.roles)}
     return ClaudeAgent(
-        command=tuple(config.agent.command),
+        command=tuple(command),
         permissions={role: getattr(rc, "permissions", None) or DEFAULT_PERMISSIONS.get(role, "read")
                      for role, rc in roles.items()},
         extra_args={role: tuple(rc.extra_args) for role, rc in roles.items()},
@@ -539,14 +571,14 @@ def from_config(config) -> ClaudeAgent:
     )
 
 
-__all__ = ["PROFILES", "DEFAULT_PERMISSIONS", "OWNED_FLAGS", "CONTINUE_PROMPT", "ClaudeAgent", "Session",
+__all__ = ["PROFILES", "DEFAULT_PERMISSIONS", "OWNED_FLAGS", "CONTINUE_PROMPT", "ClaudeAgent", "Session", "SessionKey",
            "StreamReader", "StreamScan", "continue_prompt", "estimate_cost", "from_config", "project_dir_name",
            "scan_stream", "session_id_for", "strip_owned", "tool_summary", "verdict_schema"]
 
 
-def full_profile_refused(config) -> str | None:
+def full_profile_refused(config, roles: list[str] | None = None) -> str | None:
     """Why Claude Code would refuse a role's "full" profile here (as root without IS_SANDBOX=1), or None."""
-    full = [role for role, rc in config.roles.items()
+    full = [role for role, rc in config.roles.items() if roles is None or role in roles
             if (getattr(rc, "permissions", None) or DEFAULT_PERMISSIONS[role]) == "full"]
     if not full or os.geteuid() != 0 or os.environ.get("IS_SANDBOX") == "1":
         return None

@@ -21,17 +21,19 @@ What happens after an attempt depends on its answer's error class (agents/answer
     session_in_use             next attempt starts afresh / resumes it; not counted
     retry, stalled             counted against agent.retries; the next attempt resumes the session
 
-With Claude Code each attempt has its own session id, chosen before the process starts
-(agents.claude.session_id_for: derived from the database, spec, dispatch and attempt, so a
-replayed step that tried to start it again would be refused by the CLI itself); a continued
-attempt resumes the previous attempt's session (`--resume ... --fork-session`), when its
-transcript is on this machine, else it starts afresh and the trace says why.
+The agent of each role comes from agents.for_roles (roles.<role>.agent, else agent.kind); this
+module knows only the interface of agents/base.py, never which kind runs. Each attempt asks its
+agent for a session (`Agent.session`, keyed by database, spec, dispatch and attempt: Claude Code
+derives its session id from that key, so a replayed step that tried to start it again would be
+refused by the CLI itself; Codex names its thread when it starts, read back from its output); a
+continued attempt resumes the previous attempt's session when the agent can resume it on this
+machine, else it starts afresh and the trace says why.
 
-While an agent runs, its stdout (Claude Code's stream-json) is read every PROGRESS_S: the
+While a streaming agent runs, its stdout is read every PROGRESS_S (`Agent.stream_reader`): the
 turns, the tool in use, tokens and cost so far go to iwo_attempts.progress at most every
 PROGRESS_WRITE_S (never on every event), and a run with no new output for agent.stall_timeout
-is killed ("stalled") and continued. Plain JSON agents print once at the end: no progress,
-no stall watchdog (agent.timeout still applies).
+is killed ("stalled") and continued. Agents that print once at the end: no progress, no stall
+watchdog (agent.timeout still applies).
 
 Several workers on one Postgres database: each attempt's row names its run directory and
 host. A worker that takes over a spec re-attaches to (or collects) a run on its own host
@@ -54,6 +56,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iwo_lite.agents.answer import AgentAnswer
+from iwo_lite.agents.base import SessionKey
 from iwo_lite.config import Config
 from iwo_lite.home import Home
 from iwo_lite.runs import launcher
@@ -151,11 +154,12 @@ class FairSlots:
 class Dispatcher:
     """Runs one dispatch: its attempts, each started once, re-attached after a crash."""
 
-    def __init__(self, config: Config, home: Home, store: AsyncStore, agent, unset_env: tuple[str, ...] = ()):
+    def __init__(self, config: Config, home: Home, store: AsyncStore, agents, unset_env: tuple[str, ...] = ()):
         self.config = config
         self.home = home
         self.store = store
-        self.agent = agent  # agents.from_config: argv, env, stdin, parse, stream reading
+        # role -> its agent (agents.for_roles; agents/base.py's interface); one agent: every role
+        self.agents = agents if isinstance(agents, dict) else {role: agents for role in config.roles}
         self.unset_env = unset_env  # secrets the agents must not see (notifier tokens, the database URL)
         self.slots = FairSlots(config.agent.max_concurrent)
         self.session_namespace = config.database_url_redacted
@@ -214,10 +218,14 @@ class Dispatcher:
         """An attempt that started before a restart is always collected (even if agent.retries was lowered)."""
         return RunDir(self.home.run_dir(request.spec_id, request.step, request.role, attempt)).started()
 
+    def agent(self, role: str):
+        """The agent that runs `role`."""
+        return self.agents[role]
+
     def _next_session(self, request: DispatchRequest, answer: AgentAnswer, session: str | None
                       ) -> tuple[str | None, str | None]:
         """(the session the next attempt resumes, or None to start afresh; why, for its trace)."""
-        if not getattr(self.agent, "streams", False) or session is None:
+        if session is None:
             return None, None
         if answer.error_class == "no_session":
             return None, f"session {session} cannot be resumed on this machine: started afresh"
@@ -350,7 +358,7 @@ class Dispatcher:
 
     def _env(self, request: DispatchRequest, attempt: int, run: RunDir) -> dict[str, str]:
         env = {name: value for name, value in os.environ.items() if name not in self.unset_env}
-        env.update(self.agent.env())
+        env.update(self.agent(request.role).env())
         env.update(
             IWO_ROLE=request.role,
             IWO_SPEC_ID=request.spec_id,
@@ -363,17 +371,14 @@ class Dispatcher:
 
     def _session(self, request: DispatchRequest, attempt: int, resume_from: str | None, env: dict[str, str],
                  note: str | None):
-        """The attempt's Claude session (None for plain agents), and the note for its trace."""
-        if not getattr(self.agent, "streams", False):
-            return None, note
-        from iwo_lite.agents.claude import Session, session_id_for
-
-        session_id = session_id_for(self.session_namespace, request.spec_id, request.step, attempt)
-        if resume_from is not None:
-            if self.agent.transcript_path(resume_from, request.cwd, env).exists():
-                return Session(session_id, resume_from), note or f"resumed session {resume_from}"
-            note = f"session {resume_from} has no transcript on this machine: started afresh"
-        return Session(session_id), note
+        """The attempt's session (None for agents without sessions), and the note for its trace."""
+        key = SessionKey(self.session_namespace, request.spec_id, request.step, attempt)
+        session = self.agent(request.role).session(key, resume_from, request.cwd, env)
+        if session is None or resume_from is None:
+            return session, note
+        if session.resume_from == resume_from:
+            return session, note or f"resumed session {resume_from}"
+        return session, f"session {resume_from} has no transcript on this machine: started afresh"
 
     async def _start(self, request: DispatchRequest, attempt: int, run: RunDir, resume_from: str | None,
                      note: str | None, budget_left: float | None):
@@ -381,20 +386,24 @@ class Dispatcher:
         False when it could not start)."""
         run.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         request.handoff_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        agent = self.agent(request.role)
         env = self._env(request, attempt, run)
         session, note = self._session(request, attempt, resume_from, env, note)
-        run.write("prompt.md", self.agent.stdin(request.prompt, request.role, session))
+        for name, text in agent.files(request.role).items():
+            run.write(name, text)
+        run.write("prompt.md", agent.stdin(request.prompt, request.role, session))
         run.write("launch", iso_utc(time.time()) + "\n")
-        session_id = session.id if session else None
+        # a resumed Codex thread keeps its id; a fresh one is named by the CLI (read from its output)
+        session_id = (session.id or session.resume_from) if session else None
         resumed = session.resume_from if session else None
-        # where, on which host, which session: recorded before the process exists
+        # where, on which host, which session, which agent: recorded before the process exists
         await self._record_start(request, attempt, run, reattached=False, session_id=session_id,
-                                 resumed_from=resumed, note=note)
-        argv = self.agent.argv(request.role, session=session, budget_left_usd=budget_left)
+                                 resumed_from=resumed, note=note, agent=agent.name)
+        argv = agent.argv(request.role, session=session, budget_left_usd=budget_left, run_dir=run.path)
         launch = launcher.Launch(
             argv=tuple(argv), env=env, cwd=request.cwd, title=f"{request.spec_id}:{request.role}",
             unset=self.unset_env, tmux_keep_s=self.config.agent.tmux_keep, max_output=self.config.agent.max_output,
-            interrupt_s=launcher.INTERRUPT_S if getattr(self.agent, "interrupt_first", False) else 0.0)
+            interrupt_s=launcher.INTERRUPT_S if agent.interrupt_first else 0.0)
         try:
             proc = await launcher.start(run, launch, self.config.agent.dispatch)
         except OSError as error:  # e.g. the working directory is missing: the attempt fails, the loop goes on
@@ -419,7 +428,7 @@ class Dispatcher:
         """Until the run wrote its exit status, or overran agent.timeout, or stalled, and was killed;
         its last progress (streaming agents)."""
         deadline = run.started_epoch() + self.config.agent.timeout
-        streams = getattr(self.agent, "streams", False)
+        streams = self.agent(request.role).streams
         watch = _Progress(self, request, attempt, run) if streams else None
         next_cancel_check = time.time() + CANCEL_CHECK_S
         while True:
@@ -462,7 +471,9 @@ class Dispatcher:
         marker = run.kill_marker()
         stdout = run.read_capped("stdout", self.config.agent.max_output + 2**20)
         stderr_tail = run.tail("stderr")
-        printed = self.agent.parse(request.role, stdout, exit_code, stderr_tail) if stdout else None
+        agent = self.agent(request.role)
+        env = self._env(request, attempt, run)
+        printed = agent.parse(request.role, stdout, exit_code, stderr_tail, env=env) if stdout else None
         if marker is not None:
             why = {"timed_out": f"agent timed out after {self.config.agent.timeout:g}s and was killed",
                    "stalled": f"stalled: no output for {self.config.agent.stall_timeout:g}s; killed",
@@ -472,12 +483,14 @@ class Dispatcher:
             answer = replace(printed or AgentAnswer(), verdict=None, error=why, error_class=kind)
         elif exit_code is None:
             answer = AgentAnswer(error="agent process vanished without an exit status (killed, or the machine "
-                                 "restarted)", error_class="interrupted" if vanished_while_down else "retry")
+                                 "restarted)", error_class="interrupted" if vanished_while_down else "retry",
+                                 session_id=printed.session_id if printed else None, cost_usd=(
+                                     printed.cost_usd if printed else 0.0))
         elif stdout is None:
             answer = AgentAnswer(error=f"agent output is over {self.config.agent.max_output} bytes; not read "
                                  f"(see {run.file('stdout')})", error_class="retry")
         else:
-            answer = printed or self.agent.parse(request.role, "", exit_code, stderr_tail)
+            answer = printed or agent.parse(request.role, "", exit_code, stderr_tail, env=env)
             cut = run.read("stdout.cut")
             if answer.error and cut:
                 answer = replace(answer, error=f"{answer.error}; output cut at {self.config.agent.max_output} bytes "
@@ -486,8 +499,8 @@ class Dispatcher:
                 answer = replace(answer, error=f"{answer.error}; stderr: {stderr_tail}")
         if reattached:  # this daemon did not start it: its row gets the pid it sees, and the mark
             await self._record_start(request, attempt, run, reattached=True)
-        if progress is None and getattr(self.agent, "streams", False):  # collected after a restart
-            progress = _Progress.final_of(self.agent, run)
+        if progress is None and agent.streams:  # collected after a restart
+            progress = _Progress.final_of(agent, run)
         await self.store.run(rows.attempt_finished(
             request.spec_id, request.step, attempt, exit_code=exit_code, is_error=answer.is_error,
             verdict=answer.verdict, cost_usd=answer.cost_usd, session_id=answer.session_id,
@@ -503,7 +516,7 @@ class _Progress:
         self.store = dispatcher.store
         self.key = (request.spec_id, request.step, attempt)
         self.run = run
-        self.reader = dispatcher.agent.stream_reader()
+        self.reader = dispatcher.agent(request.role).stream_reader()
         self.written: dict | None = None
         self.written_at = 0.0
 

@@ -41,21 +41,23 @@ def handoff_texts(spec_id: str) -> Op:
 def attempt_started(spec_id: str, step: int, attempt: int, role: str, run_dir: str, pid: int | None,
                     started_at: str, reattached: bool, host: str, *, session_id: str | None = None,
                     resumed_from: str | None = None, executor_id: str | None = None, note: str | None = None,
-                    pid_start: str | None = None) -> Op:
+                    pid_start: str | None = None, agent: str | None = None) -> Op:
     """The attempt's row, written before its process starts (where, on which host, which session),
     then with its pid and the pid's start time (which tell it from a later process of that pid)."""
     yield Write("INSERT INTO iwo_attempts (spec_id, step, attempt, role, run_dir, pid, started_at, reattached, host,"
-                " session_id, resumed_from, executor_id, note, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " session_id, resumed_from, executor_id, note, pid_start, agent)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (spec_id, step, attempt) DO UPDATE SET"
                 " pid = COALESCE(excluded.pid, iwo_attempts.pid),"
                 " pid_start = COALESCE(excluded.pid_start, iwo_attempts.pid_start),"
                 " session_id = COALESCE(iwo_attempts.session_id, excluded.session_id),"
                 " resumed_from = COALESCE(iwo_attempts.resumed_from, excluded.resumed_from),"
                 " note = COALESCE(iwo_attempts.note, excluded.note),"
+                " agent = COALESCE(iwo_attempts.agent, excluded.agent),"
                 " reattached = CASE WHEN excluded.reattached > iwo_attempts.reattached"
                 " THEN excluded.reattached ELSE iwo_attempts.reattached END",
                 (spec_id, step, attempt, role, run_dir, pid, started_at, int(reattached), host, session_id,
-                 resumed_from, executor_id, note, pid_start))
+                 resumed_from, executor_id, note, pid_start, agent))
 
 
 def attempt(spec_id: str, step: int, attempt: int) -> Op:
@@ -131,7 +133,7 @@ def steps_of(spec_id: str) -> Op:
 def attempts_of(spec_id: str) -> Op:
     rows = yield All("SELECT step, attempt, pid, started_at, finished_at, exit_code, is_error, verdict, cost_usd,"
                      " session_id, num_turns, error, reattached, run_dir, resumed_from, error_class, denials,"
-                     " progress, note, cost_note FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,))
+                     " progress, note, cost_note, agent FROM iwo_attempts WHERE spec_id = ? ORDER BY step, attempt", (spec_id,))
     for row in rows:
         row["denials"] = json.loads(row["denials"]) if row["denials"] else []
         row["progress"] = json.loads(row["progress"]) if row["progress"] else None

@@ -211,6 +211,11 @@ MIGRATIONS: list[str] = [
         || ' (not a finite number between 0 and 1000): recorded as unknown, not counted', cost_usd = 0
         WHERE NOT (cost_usd >= 0 AND cost_usd <= 1000);
     """,
+    # 9: the agent kind that ran each attempt ("claude" | "codex" | "json"; NULL: before this
+    # migration, when there was one kind for all roles). Additive: an older build never reads it.
+    """
+    ALTER TABLE iwo_attempts ADD COLUMN agent TEXT;
+    """,
 ]
 # Which builds can run on a database after migration N: a build must know at least NEEDS[N]
 # migrations (iwo_migrations.needs; 1 when absent here). Additive migrations (new tables and

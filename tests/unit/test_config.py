@@ -106,12 +106,15 @@ def test_example_file_gives_exactly_the_defaults(home: Path, env: dict[str, str]
 def test_example_file_documents_every_key() -> None:
     import tomllib
 
-    from iwo_lite.config import _ROLE_KEYS, _SECTION_KEYS, _TOP_KEYS
+    from iwo_lite.config import _KIND_KEYS, _ROLE_KEYS, _SECTION_KEYS, _TOP_KEYS
 
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     assert set(data) == set(_TOP_KEYS)  # the keys come from the dataclasses: each written once
     for section, keys in _SECTION_KEYS.items():
         assert set(data[section]) == set(keys), section
+    assert set(data["agents"]) == set(_KIND_KEYS)
+    for kind, keys in _KIND_KEYS.items():
+        assert set(data["agents"][kind]) == set(keys), kind
     text = EXAMPLE.read_text(encoding="utf-8")
     for key in _ROLE_KEYS:
         assert f"# {key} = " in text
