@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the test suite needs beyond Python, on a fresh Debian machine (Python, pip and apt
-# only): python3-venv, git and tmux from apt when missing; a Postgres server (.ci/postgres.sh);
+# only): python3-venv, git, tmux and bubblewrap (the agents' sandbox) from apt when missing; a Postgres server (.ci/postgres.sh);
 # Node.js and the pinned Claude Code CLI from npm (.ci/claude.sh). Prints the `export` lines
 # the tests read, for
 #     eval "$(bash .ci/setup.sh)"
@@ -11,6 +11,7 @@ need=()
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ]; then
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >&2

@@ -61,6 +61,7 @@ DB_NAME = "iwo.sqlite"
 MIN_WORKER_TIMEOUT_S = 3.0
 MAX_BUDGET_USD = 1e6  # a budget past this is a typo (1e308 would never stop anything)
 DISPATCH_MODES = ("subprocess", "tmux")
+SANDBOX_MODES = ("auto", "bwrap", "off")
 ON_TIMEOUT = ("reject", "approve")
 AGENT_KINDS = ("claude", "json")
 EXECUTABLES = {"claude": "claude", "claude.exe": "claude"}  # an agent.command run by this name is that kind  # agents/__init__.py KINDS: one module per kind
@@ -152,6 +153,9 @@ class AgentConfig:
     overload_wait: float = key(7200.0, check.duration)  # backing off from 429/529 at most this long in all ("2h")
     max_output: int = key(20 * 2**20, check.size_between(64 * 2**10, 2**30))  # bytes of an agent's stdout kept ("20MiB")
     global_max_concurrent: int = key(0, check.int_at_least(0))  # Postgres: across all workers; 0 = no limit
+    sandbox: str = key("auto", check.choice(SANDBOX_MODES))  # "auto": bubblewrap where it works, else off
+    sandbox_rw: tuple[str, ...] = key((), check.path_list)  # more writable paths inside the sandbox
+    sandbox_hide: tuple[str, ...] = key((), check.path_list)  # more hidden paths (beside the credentials list)
 
     def default_kind(self) -> str:
         """agent.kind, else by the executable's name (EXECUTABLES), else "json"."""

@@ -227,6 +227,18 @@ def string_list(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def path_list(value: Any) -> tuple[str, ...]:
+    """Absolute paths, or paths starting with ~/ (the agent's $HOME)."""
+    if not isinstance(value, list):
+        raise Bad(f'expected an array of paths like ["~/.cache/pip", "/srv/data"], {got(value)}')
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise Bad(f"expected a path, {got(item)}", f"[{i}]")
+        if not (item.startswith("/") or item == "~" or item.startswith("~/")):
+            raise Bad(f"expected an absolute path or one starting with ~/, got {show(item)}", f"[{i}]")
+    return tuple(item.rstrip("/") or "/" for item in value)
+
+
 def int_list(value: Any) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise Bad(f"expected an array of integer ids like [123456789], {got(value)}")

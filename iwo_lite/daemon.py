@@ -33,7 +33,7 @@ import signal
 import time
 from pathlib import Path
 
-from iwo_lite import agents, durable, loop, notify, workers, workspace
+from iwo_lite import agents, durable, loop, notify, sandbox, workers, workspace
 from iwo_lite.config import Config
 from iwo_lite.errors import UserError
 from iwo_lite.gates import Gates
@@ -95,10 +95,13 @@ def acquire_lock(lock_path: Path) -> int:
     return fd
 
 
-def check_ready(config: Config) -> None:
-    """What would fail at the first dispatch, said at start-up (UserError, one line)."""
+def check_ready(config: Config) -> sandbox.Choice:
+    """What would fail at the first dispatch, said at start-up (UserError, one line); the sandbox the agents get."""
     if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
         raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
+    confined = sandbox.choose(config.agent.sandbox)
+    if confined.error:
+        raise UserError(confined.why)
     for kind, roles in agents.kinds_in_use(config).items():  # e.g. a "full" profile Claude Code refuses as root
         refused = agents.build(config, kind, roles).refused(config, roles)
         if refused:
@@ -110,13 +113,14 @@ def check_ready(config: Config) -> None:
         if not repo["head"]:
             raise UserError(f'workspace = "worktree", but the repository at workdir {config.workdir} has no commit '
                             "yet: each spec's branch starts from one")
+    return confined
 
 
 async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set or SIGINT/SIGTERM/SIGHUP arrives."""
     home = Home(config.home)
     stop = stop or asyncio.Event()
-    check_ready(config)
+    confined = check_ready(config)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a poke before we listen must not kill us
     lock_fd = acquire_lock(home.lock)
     running = asyncio.get_running_loop()
@@ -176,6 +180,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             ]
         log.info("daemon running on %s (pid %d, executor %s, %d background tasks)", home.root, os.getpid(),
                  config.executor_id, len(background))
+        (log.info if confined.on else log.warning)("sandbox: %s", confined.why)
         await _warn_of_other_replay_versions(store)
         await stop.wait()
         log.info("stopping: agent runs in flight continue detached and are re-attached on the next start")

@@ -4,7 +4,7 @@ Owns the checks: config (already loaded by the time we run), agent command on PA
 the workspace (git installed, the workdir a repository, a worktree can be made: a throwaway one is
 made and removed under <home>/worktrees),
 database (integrity, WAL, mode 0600, migrations, unfinished specs of another replay version),
-who holds the daemon lock, tmux (when agent.dispatch = "tmux"), and Telegram settings (the
+the OS sandbox (agent.sandbox: bubblewrap here or not), who holds the daemon lock, tmux (when agent.dispatch = "tmux"), and Telegram settings (the
 token's presence, never its value).
 No DBOS import. Exit 0 when every check passes, 1 otherwise.
 """
@@ -31,6 +31,7 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
     source = config.config_path or "built-in defaults (no config file)"
     results.append((True, f"config: {source}", ""))
     results += _agent_checks(config)
+    results.append(_sandbox_check(config))
     results.append((config.workdir.is_dir(), f"workdir: {config.workdir}",
                     "create it, or set workdir to your repository"))
     results += _git_checks(config)
@@ -94,6 +95,16 @@ def _git_checks(config: Config) -> list[tuple[bool, str, str]]:
 def _looks_like_repository(path) -> bool:
     """A `.git` in the directory or a parent (for when git itself is missing)."""
     return any((folder / ".git").exists() for folder in (path, *path.parents))
+
+
+def _sandbox_check(config: Config) -> tuple[bool, str, str]:
+    """agent.sandbox here: bubblewrap (tried once), or unconfined and the command that installs it.
+    Only "bwrap" without a working bubblewrap fails; "auto" without it runs (and says so)."""
+    from iwo_lite import sandbox
+
+    choice = sandbox.choose(config.agent.sandbox)
+    return (not choice.error, f"sandbox: {choice.why}",
+            f'{sandbox.INSTALL}, or set agent.sandbox = "auto"' if choice.error else "")
 
 
 def _agent_checks(config: Config) -> list[tuple[bool, str, str]]:

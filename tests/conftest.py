@@ -84,14 +84,16 @@ class IwoHome:
     # -- setup --------------------------------------------------------------------------
 
     def configure(self, extra: str = "", *, timeout: str = "60s", retries: int = 1,
-                  max_concurrent: int = 2, approvals: str = "") -> None:
+                  max_concurrent: int = 2, approvals: str = "", sandbox: str = "off") -> None:
+        """`sandbox`: agent.sandbox; "off" by default here (the fake agent's log and scenario live in
+        the home, which the sandbox hides); tests/test_sandbox.py runs the sandbox itself."""
         command = json.dumps(fake_claude.command())
         never_remind = "" if "remind_every" in approvals else 'remind_every = ""\n'
         (self.root / "work").mkdir(exist_ok=True)
         self.root.joinpath("config.toml").write_text(
             f'workdir = "{self.root / "work"}"\n'
             f"[agent]\ncommand = {command}\ntimeout = \"{timeout}\"\nretries = {retries}\n"
-            f"max_concurrent = {max_concurrent}\n"
+            f"max_concurrent = {max_concurrent}\nsandbox = \"{sandbox}\"\n"
             f"[approvals]\n{approvals}\n{never_remind}{extra}\n"
         )
 
@@ -369,8 +371,10 @@ class RealClaudeHome(IwoHome):
         self.env.update(IWO_HOME=str(self.root), PYTHONUNBUFFERED="1", COLUMNS="250")
 
     def configure(self, extra: str = "", **_) -> None:
+        """agent.sandbox "off" unless the `agent` lines set it (tests/test_sandbox.py does)."""
+        sandbox = "" if "sandbox =" in self.agent_lines else 'sandbox = "off"\n'
         self.root.joinpath("config.toml").write_text(
-            f'workdir = "{self.repo}"\n[agent]\ncommand = {json.dumps([self.claude])}\n{self.agent_lines}\n'
+            f'workdir = "{self.repo}"\n[agent]\ncommand = {json.dumps([self.claude])}\n{sandbox}{self.agent_lines}\n'
             f"{self.extra_lines}\n{extra}\n")
 
     def script(self, rules: list[dict], default: dict | None = None) -> None:

@@ -88,6 +88,9 @@ write      {"relative/path": "content", ...}: files the agent writes in its cwd
            its `sleep` and before it answers, in every mode that answers
            (not in hang, spawn_child, exit, garbage). Paths are relative to
            the cwd and may not leave it.
+run        "shell command": after writing, /bin/sh -c it in the cwd (stdin /dev/null) and log
+           {"exit", "output"} (stdout and stderr as one stream, the last 4000 characters) as "run" in the
+           end line; its failure is not the agent's
 git_commit "message": after writing, the agent commits everything in its cwd
            itself (`git add -A` + `git commit -m message`, as
            "Fake Agent <fake-agent@example.invalid>", hooks and signing off;
@@ -454,6 +457,10 @@ def main() -> int:
         return finish(0)
     try:
         _write_files(e.get("write") or {})
+        if e.get("run"):
+            done = subprocess.run(["/bin/sh", "-c", str(e["run"])], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, errors="replace")
+            base["run"] = {"exit": done.returncode, "output": done.stdout[-4000:]}
         if e.get("git_commit"):
             base["git_commit"] = _git_commit(str(e["git_commit"]))
     except (OSError, ValueError, subprocess.CalledProcessError) as exc:

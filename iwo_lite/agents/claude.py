@@ -548,7 +548,9 @@ class ClaudeAgent:
         return results
 
     def refused(self, config, roles: list[str]) -> str | None:
-        return full_profile_refused(config, roles)
+        from iwo_lite import sandbox
+
+        return full_profile_refused(config, roles, sandboxed=sandbox.choose(config.agent.sandbox).on)
 
 
 def _dollars(value: float) -> str:
@@ -576,12 +578,14 @@ __all__ = ["PROFILES", "DEFAULT_PERMISSIONS", "OWNED_FLAGS", "CONTINUE_PROMPT", 
            "scan_stream", "session_id_for", "strip_owned", "tool_summary", "verdict_schema"]
 
 
-def full_profile_refused(config, roles: list[str] | None = None) -> str | None:
-    """Why Claude Code would refuse a role's "full" profile here (as root without IS_SANDBOX=1), or None."""
+def full_profile_refused(config, roles: list[str] | None = None, sandboxed: bool = False) -> str | None:
+    """Why Claude Code would refuse a role's "full" profile here (as root without IS_SANDBOX=1), or None.
+    `sandboxed`: the agents run in iwo-lite's sandbox, which sets IS_SANDBOX=1 inside (it is one)."""
     full = [role for role, rc in config.roles.items() if roles is None or role in roles
             if (getattr(rc, "permissions", None) or DEFAULT_PERMISSIONS[role]) == "full"]
-    if not full or os.geteuid() != 0 or os.environ.get("IS_SANDBOX") == "1":
+    if not full or sandboxed or os.geteuid() != 0 or os.environ.get("IS_SANDBOX") == "1":
         return None
     return (f'roles.{full[0]}.permissions = "full": running as root, Claude Code refuses '
             "--dangerously-skip-permissions unless IS_SANDBOX=1 is set; export IS_SANDBOX=1 if this machine "
-            "is a sandbox, or choose another profile")
+            "is a sandbox, install bubblewrap (agent.sandbox = \"auto\" then confines the agents and sets it), "
+            "or choose another profile")

@@ -57,6 +57,7 @@ from pathlib import Path
 
 from iwo_lite.agents.answer import AgentAnswer
 from iwo_lite.agents.base import SessionKey
+from iwo_lite import sandbox
 from iwo_lite.config import Config
 from iwo_lite.home import Home
 from iwo_lite.runs import launcher
@@ -400,6 +401,14 @@ class Dispatcher:
         await self._record_start(request, attempt, run, reattached=False, session_id=session_id,
                                  resumed_from=resumed, note=note, agent=agent.name)
         argv = agent.argv(request.role, session=session, budget_left_usd=budget_left, run_dir=run.path)
+        try:  # inside the OS sandbox (agent.sandbox): the reaper runs bwrap, bwrap runs the agent
+            argv = sandbox.for_attempt(self.config, self.home.root, agent, argv, env, request.cwd, run.path,
+                                       request.handoff_dir)
+        except OSError as error:
+            run.write("stderr", f"iwo-lite could not start the agent: {error}\n")
+            run.write("exit", "127\n")
+            await self._record_start(request, attempt, run, reattached=False)
+            return session_id, False
         launch = launcher.Launch(
             argv=tuple(argv), env=env, cwd=request.cwd, title=f"{request.spec_id}:{request.role}",
             unset=self.unset_env, tmux_keep_s=self.config.agent.tmux_keep, max_output=self.config.agent.max_output,

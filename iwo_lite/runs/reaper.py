@@ -18,7 +18,8 @@ or, the same without compiling this file at every start (~5 ms; what `wrapper_ar
     --tee            also copy the agent's stdout and stderr (both then pipes) to this process's
                      stdout: a tmux pane's live view. Never blocks: what the terminal does not
                      take at once is not shown (the files get everything)
-    --interrupt S    when the run is stopped, first SIGINT to the agent alone (the rest of its tree
+    --interrupt S    when the run is stopped, first SIGINT to the agent alone (under bwrap: to the
+                     command bwrap runs; the rest of its tree
                      frozen) and up to S seconds for it to end, then the SIGTERM to all (default
                      0: none). Claude Code's abort: no further API call, unlike SIGTERM
     --keep S         after `exit` is written, print "[iwo-lite] <IWO_SPEC_ID> <IWO_ROLE> attempt
@@ -791,8 +792,10 @@ class _Reaper:
         S seconds for it to end, before the SIGTERM to all. Claude Code takes SIGINT as an
         abort: it stops its tools and makes no further API call, where on SIGTERM while a tool
         has run for a few seconds it stops that tool and asks the model for one more (paid) turn."""
-        _signal(self.agent, signal.SIGINT)
-        _signal(self.agent, signal.SIGCONT)
+        chain = _sandbox_chain(self.agent)  # in a sandbox (bwrap), the command bwrap runs gets the SIGINT
+        _signal(chain[-1], signal.SIGINT)
+        for pid in chain:
+            _signal(pid, signal.SIGCONT)
         end = time.monotonic() + self.interrupt
         while self.status is None and self.stops < 2 and time.monotonic() < end:
             self.poll(min(0.05, max(0.0, end - time.monotonic())))
@@ -820,6 +823,27 @@ class _Reaper:
         while self.stops == stops and time.monotonic() < end:
             self.poll(end - time.monotonic())
             self.reap()
+
+
+def _sandbox_chain(pid: int) -> list[int]:
+    """[pid] for an agent run directly; for one run by bubblewrap (`bwrap ... -- CMD`), bwrap, its
+    pid-1 init in the new PID namespace, and CMD: the last is the one an interrupt is for."""
+    chain = [pid]
+    if not LINUX:
+        return chain
+    for _ in range(3):
+        try:
+            with open(f"/proc/{chain[-1]}/comm", "rb") as handle:
+                if handle.read().strip() != b"bwrap":
+                    return chain
+            with open(f"/proc/{chain[-1]}/task/{chain[-1]}/children", "rb") as handle:
+                children = [int(x) for x in handle.read().split()]
+        except (OSError, ValueError):
+            return chain
+        if not children:
+            return chain
+        chain.append(min(children))
+    return chain
 
 
 def _fork_exec(argv: list[str], stdin: int, stdout: int, stderr: int, umask: int,

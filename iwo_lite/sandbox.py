@@ -1,0 +1,266 @@
+"""The OS sandbox every agent process tree runs in (bubblewrap), and what it may write.
+
+Owns `agent.sandbox` ("auto" | "bwrap" | "off"), `agent.sandbox_rw`, `agent.sandbox_hide`:
+whether bubblewrap is here and works (`probe`, tried once per process), and the `bwrap` command
+line that goes in front of an agent's argv (`Sandbox.wrap`). The reaper (runs/reaper.py) then
+runs `bwrap ... -- AGENT...` as its child, so the wrapper, its pid, its journal and its kill
+path stay outside and unchanged; bwrap gets a PID namespace of its own (`--unshare-pid`: when the
+agent ends, everything it left, a `setsid` child included, is killed by the kernel) and
+`--die-with-parent` (a SIGKILLed wrapper takes the sandbox with it; the daemon is not its parent,
+so the daemon's death does not).
+
+Inside, the whole file system is read-only, except:
+
+* the directory the dispatch works in (the spec's worktree, or `workdir` in shared mode);
+* for a worktree, the least git needs to commit on the worktree's branch: the worktree's admin
+  directory (`.git/worktrees/<id>`), `.git/objects`, and the directory of its branch's ref and
+  reflog (`refs/heads/iwo/`, `logs/refs/heads/iwo/`) with every *other* entry of those bound
+  read-only over itself (so another branch cannot be moved; `main` lives in `refs/heads/` or
+  `packed-refs`, both read-only);
+* a private `/tmp` (a fresh tmpfs; paths under /tmp the agent needs stay visible, read-only);
+* the attempt's own run directory, and the agent CLI's own state (`writable_state` of the kind:
+  Claude Code's `~/.claude` and `~/.claude.json`);
+* `agent.sandbox_rw`.
+
+Hidden: the iwo-lite home (a read-only empty tmpfs over it: no database, no config, no other
+spec; only this attempt's run directory, its spec's handoffs read-only and its worktree come
+back), the database file if it lives elsewhere, and the credentials in DEFAULT_HIDE plus
+`agent.sandbox_hide` (a directory becomes an empty read-only one, a file an empty read-only one).
+The network is not confined. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODES = ("auto", "bwrap", "off")
+INSTALL = "apt-get install bubblewrap"
+# The usual places of credentials, relative to $HOME (README "Sandbox" lists them).
+DEFAULT_HIDE: tuple[str, ...] = (
+    ".ssh", ".aws", ".gnupg", ".config/gh", ".config/hub", ".netrc", ".docker", ".kube", ".azure",
+    ".config/gcloud", ".git-credentials", ".config/git/credentials", ".pypirc", ".npmrc", ".yarnrc",
+    ".gem/credentials", ".cargo/credentials", ".cargo/credentials.toml", ".terraform.d", ".vault-token",
+    ".pgpass", ".my.cnf", ".password-store", ".local/share/keyrings", ".config/rclone", ".s3cfg",
+    ".config/doctl", ".oci", ".config/op", ".mozilla", ".config/google-chrome", ".config/chromium",
+)
+_PROBED: dict[str, str | None] = {}  # bwrap path -> None (works) or why not
+
+
+def probe(bwrap: str) -> str | None:
+    """None when `bwrap` can make a sandbox here (tried once per process), else why not."""
+    if bwrap not in _PROBED:
+        try:
+            proc = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent",
+                                   "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "true"],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
+            why = None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        except (OSError, subprocess.SubprocessError) as error:
+            why = str(error)
+        _PROBED[bwrap] = why
+    return _PROBED[bwrap]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What `agent.sandbox` resolved to on this machine: `bwrap` (its path) or None (unconfined), and why."""
+
+    mode: str  # the configured "auto" | "bwrap" | "off"
+    bwrap: str | None
+    why: str  # one line for doctor and the daemon's log
+
+    @property
+    def on(self) -> bool:
+        return self.bwrap is not None
+
+    @property
+    def error(self) -> bool:
+        """`agent.sandbox = "bwrap"` but bubblewrap cannot run here: no agent may start."""
+        return self.mode == "bwrap" and self.bwrap is None
+
+
+def choose(mode: str, path: str | None = None) -> Choice:
+    """Resolve `agent.sandbox` here: "bwrap" when bubblewrap is on PATH (`path`: a PATH string) and works."""
+    if mode == "off":
+        return Choice(mode, None, 'agent.sandbox = "off": agents run unconfined (with your permissions)')
+    found = shutil.which("bwrap", path=path)
+    why = "bubblewrap (bwrap) is not installed" if found is None else probe(found)
+    if why is None:
+        return Choice(mode, found, f"agents run in a bubblewrap sandbox ({found}): read-only outside their "
+                                   "worktree, credentials hidden, network open")
+    if mode == "bwrap":
+        return Choice(mode, None, f'agent.sandbox = "bwrap", but {why}; no agent can start ({INSTALL})')
+    return Choice(mode, None, f"agents run unconfined: {why} ({INSTALL})")
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What one attempt's sandbox lets through."""
+
+    cwd: Path  # the worktree (or the shared workdir): writable
+    run_dir: Path  # writable
+    home: Path  # the iwo-lite home: hidden except what is named here
+    handoff_dir: Path | None = None  # read-only
+    state: tuple[str, ...] = ()  # the agent CLI's own state: writable (created when missing)
+    rw: tuple[str, ...] = ()  # agent.sandbox_rw
+    hide: tuple[str, ...] = ()  # agent.sandbox_hide (beside DEFAULT_HIDE)
+    db_path: Path | None = None  # the SQLite database, hidden wherever it is
+    empty_file: Path | None = None  # an empty read-only file to hide files with
+    visible: tuple[str, ...] = ()  # paths under /tmp to keep (read-only), e.g. the agent's executable
+    env: Mapping[str, str] = field(default_factory=dict)  # HOME for "~"
+
+
+def _expand(path: str, env: Mapping[str, str]) -> Path:
+    if path == "~" or path.startswith("~/"):
+        return Path(env.get("HOME") or os.path.expanduser("~")) / path[2:]
+    return Path(path)
+
+
+def _under(path: Path, parent: Path) -> bool:
+    return path == parent or parent in path.parents
+
+
+def git_writable(cwd: Path) -> tuple[list[Path], list[Path], str | None]:
+    """For a git worktree at `cwd`: (directories git must write to commit on its branch, entries
+    of those directories to keep read-only, the repository's common dir). Empty for anything else
+    (a main checkout in shared mode is writable as a whole)."""
+    dotgit = cwd / ".git"
+    try:
+        text = dotgit.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return [], [], None
+    if not text.startswith("gitdir:"):
+        return [], [], None
+    admin = (cwd / text[len("gitdir:"):].strip()).resolve()
+    try:
+        common = (admin / (admin / "commondir").read_text(encoding="utf-8").strip()).resolve()
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return [admin], [], None
+    rw, keep = [admin, common / "objects"], []
+    if head.startswith("ref: refs/heads/"):
+        ref = head[len("ref: "):]
+        name = ref.rsplit("/", 1)[-1]
+        for base in (common, common / "logs"):
+            folder = (base / ref).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            rw.append(folder)
+            keep += [folder / entry for entry in sorted(os.listdir(folder))
+                     if entry not in (name, name + ".lock")]
+    return rw, keep, str(common)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A working bubblewrap: `wrap` puts it in front of an agent's argv."""
+
+    bwrap: str
+
+    def args(self, c: Confinement) -> list[str]:
+        """The bwrap options for `c` (everything before `--`)."""
+        env = c.env
+        home_dir = _expand("~", env)
+        tmp = Path("/tmp")
+        git_rw, git_keep, common = git_writable(c.cwd)
+        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--new-session",
+                "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        # what lives under /tmp and must stay visible (read-only) in the private one
+        visible = [home_dir, c.cwd, *(Path(p) for p in c.visible)]
+        if common:
+            visible.append(Path(common).parent)
+        for path in _outermost(p for p in visible if _under(p, tmp) and p != tmp and p.exists()):
+            args += ["--ro-bind", str(path), str(path)]
+        writable = [c.cwd, *git_rw]
+        for path in c.state:
+            writable.append(_ensure(_expand(path, env)))
+        writable += [_expand(p, env) for p in c.rw]
+        for path in writable:
+            if path.exists():
+                args += ["--bind", str(path), str(path)]
+        # the iwo-lite home: an empty read-only tmpfs, then what of it this attempt may see
+        args += ["--tmpfs", str(c.home)]
+        for path, mode in ((c.handoff_dir, "--ro-bind"), *((p, "--bind") for p in writable), (c.run_dir, "--bind")):
+            if path is not None and _under(path, c.home) and path != c.home and path.exists():
+                args += [mode, str(path), str(path)]
+        args += ["--remount-ro", str(c.home)]
+        # hidden: the database wherever it is, the credentials
+        hidden = [_expand("~/" + p, env) for p in DEFAULT_HIDE] + [_expand(p, env) for p in c.hide]
+        if c.db_path is not None and not _under(c.db_path, c.home):
+            hidden += [c.db_path, Path(f"{c.db_path}-wal"), Path(f"{c.db_path}-shm")]
+        for path in hidden:
+            if path.is_dir() and not path.is_symlink():
+                args += ["--tmpfs", str(path), "--remount-ro", str(path)]
+            elif path.exists() and c.empty_file is not None:
+                args += ["--ro-bind", str(c.empty_file), str(path)]
+        for path in git_keep:  # the other branches' refs and reflogs
+            if path.exists():
+                args += ["--ro-bind", str(path), str(path)]
+        return args + ["--setenv", "IS_SANDBOX", "1", "--chdir", str(c.cwd)]
+
+    def wrap(self, argv: Iterable[str], c: Confinement) -> list[str]:
+        return [*self.args(c), "--", *argv]
+
+
+def _ensure(path: Path) -> Path:
+    """A state path that must exist to be bound: a file when it looks like one (a suffix), else a directory."""
+    if not path.exists():
+        try:
+            if path.suffix:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch(mode=0o600)
+            else:
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError:
+            pass
+    return path
+
+
+def _outermost(paths: Iterable[Path]) -> list[Path]:
+    """`paths` without those that lie under another of them, shortest first."""
+    kept: list[Path] = []
+    for path in sorted(set(paths), key=lambda p: len(p.parts)):
+        if not any(_under(path, other) for other in kept):
+            kept.append(path)
+    return kept
+
+
+def empty_file(home: Path) -> Path:
+    """The empty read-only file that hidden files are replaced with (made once in the home)."""
+    path = home / "sandbox-empty"
+    if not path.exists() or path.stat().st_size:
+        path.write_bytes(b"")
+        path.chmod(0o400)
+    return path
+
+
+def visible_paths(argv: list[str], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The agent's executable (found on its PATH, symlinks followed) and every argument that is an
+    existing absolute path: kept visible when they live under /tmp (the sandbox's /tmp is private)."""
+    found = []
+    exe = shutil.which(argv[0], path=env.get("PATH")) if argv else None
+    for item in ([exe] if exe else []) + [arg for arg in argv if arg.startswith("/")]:
+        if os.path.exists(item):
+            found += [os.path.abspath(item), os.path.realpath(item)]
+    return tuple(dict.fromkeys(found))
+
+
+def for_attempt(config, home: Path, agent, argv: list[str], env: Mapping[str, str], cwd: Path, run_dir: Path,
+                handoff_dir: Path | None) -> list[str]:
+    """`argv` as this attempt runs it: inside the sandbox when `agent.sandbox` resolves to bubblewrap here,
+    else unchanged. OSError when `agent.sandbox = "bwrap"` and bubblewrap cannot run here."""
+    choice = choose(config.agent.sandbox, env.get("PATH"))
+    if choice.error:
+        raise OSError(choice.why)
+    if not choice.on:
+        return list(argv)
+    state = getattr(agent, "writable_state", None)
+    confinement = Confinement(
+        cwd=Path(cwd), run_dir=Path(run_dir), home=Path(home), handoff_dir=handoff_dir,
+        state=tuple(state(env)) if state else (), rw=tuple(config.agent.sandbox_rw),
+        hide=tuple(config.agent.sandbox_hide), db_path=config.db_path, empty_file=empty_file(Path(home)),
+        visible=visible_paths(list(argv), env), env=env)
+    return Sandbox(choice.bwrap).wrap(argv, confinement)
