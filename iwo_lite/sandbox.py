@@ -211,7 +211,9 @@ def _ensure(path: Path) -> Path:
         try:
             if path.suffix:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch(mode=0o600)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as handle:  # an empty .json file is "corrupted" to Claude Code
+                    handle.write("{}\n" if path.suffix == ".json" else "")
             else:
                 path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError:
@@ -235,6 +237,13 @@ def empty_file(home: Path) -> Path:
         path.write_bytes(b"")
         path.chmod(0o400)
     return path
+
+
+def hidden_paths(config, home: Path, env: Mapping[str, str]) -> list[str]:
+    """What the sandbox hides from an attempt: the iwo-lite home, the database, the credentials."""
+    paths = [str(home)] + [str(_expand("~/" + p, env)) for p in DEFAULT_HIDE]
+    paths += [str(_expand(p, env)) for p in config.agent.sandbox_hide]
+    return paths + ([str(config.db_path)] if config.db_path is not None else [])
 
 
 def visible_paths(argv: list[str], env: Mapping[str, str]) -> tuple[str, ...]:

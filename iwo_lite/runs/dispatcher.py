@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json
 import logging
 import os
 import time
@@ -55,9 +56,10 @@ import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from iwo_lite import sandbox
+from iwo_lite.agents import refusals
 from iwo_lite.agents.answer import AgentAnswer
 from iwo_lite.agents.base import SessionKey
-from iwo_lite import sandbox
 from iwo_lite.config import Config
 from iwo_lite.home import Home
 from iwo_lite.runs import launcher
@@ -404,6 +406,10 @@ class Dispatcher:
         try:  # inside the OS sandbox (agent.sandbox): the reaper runs bwrap, bwrap runs the agent
             argv = sandbox.for_attempt(self.config, self.home.root, agent, argv, env, request.cwd, run.path,
                                        request.handoff_dir)
+            if argv and argv[0].endswith("bwrap"):  # what it hides, for telling its refusals apart (_collect)
+                run.write("sandbox", json.dumps({"hidden": sandbox.hidden_paths(self.config, self.home.root, env),
+                                                 "visible": [str(request.cwd), str(run.path),
+                                                             str(request.handoff_dir)]}))
         except OSError as error:
             run.write("stderr", f"iwo-lite could not start the agent: {error}\n")
             run.write("exit", "127\n")
@@ -506,6 +512,11 @@ class Dispatcher:
                                  f"(agent.max_output; {cut.strip()} bytes dropped)")
             elif answer.error and stderr_tail and stderr_tail not in answer.error:
                 answer = replace(answer, error=f"{answer.error}; stderr: {stderr_tail}")
+        confined = run.read("sandbox")
+        if confined is not None and stdout:  # writes the OS sandbox refused are never a silent pass
+            seen = json.loads(confined)
+            answer = refusals.judged(answer, stdout, agent.tool_events(stdout), seen.get("hidden", ()),
+                                     seen.get("visible", ()))
         if reattached:  # this daemon did not start it: its row gets the pid it sees, and the mark
             await self._record_start(request, attempt, run, reattached=True)
         if progress is None and agent.streams:  # collected after a restart

@@ -13,6 +13,8 @@ Each attempt lives in `runs/<spec>/<NN>-<role>/attempt-<k>/`:
     timed_out    written before a run that overran agent.timeout is killed
     stalled      written before a run that printed nothing for agent.stall_timeout is killed
     cancelled    written before a run is killed by `iwo-lite cancel`
+    sandbox      written when the attempt runs in the OS sandbox (iwo_lite/sandbox.py): JSON
+                 {"hidden", "visible"}, to tell its refusals apart when it is collected
 
 The directory is the truth about the attempt: a finished run (an exit status, or a kill
 marker) is collected and never started again; a live run is one whose pid *and* start time
