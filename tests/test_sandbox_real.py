@@ -79,3 +79,32 @@ def test_a_real_claude_builder_is_confined_and_its_refused_writes_open_a_gate(re
     assert f"{home.repo}/escaped.txt" in denied and "refs/heads/main" in denied, denied
     status = home.cli("status", spec).stdout
     assert "escaped.txt" in status, status
+
+
+# -- the crash and kill guarantees hold unchanged inside the sandbox: the same tests as unconfined --------------
+
+def _boxed(real_home):
+    """real_home, with agent.sandbox = "bwrap" added to each home's [agent] lines."""
+    def make(**options):
+        options["agent"] = 'sandbox = "bwrap"\n' + options.get("agent", "")
+        return real_home(**options)
+    return make
+
+
+def _ran_boxed(tmp_path) -> list:
+    return sorted(tmp_path.glob("h*/home/runs/*/*-builder/attempt-*/sandbox"))
+
+
+def test_a_timeout_inside_the_sandbox_interrupts_the_cli_itself_and_leaves_no_process(real_home, tmp_path):
+    """SIGINT reaches the CLI inside bwrap (not bwrap itself): no API call after the kill began."""
+    import test_real_agents as unconfined
+
+    unconfined.test_a_timeout_during_a_tool_that_ignores_sigterm_leaves_no_process(_boxed(real_home))
+    assert len(_ran_boxed(tmp_path)) == 2
+
+
+def test_kill9_of_the_daemon_mid_run_reattaches_to_the_live_sandboxed_cli(real_home, tmp_path):
+    import test_real_agents as unconfined
+
+    unconfined.test_kill9_of_the_daemon_mid_run_reattaches_and_pays_nothing_twice(_boxed(real_home))
+    assert len(_ran_boxed(tmp_path)) == 1
