@@ -41,7 +41,7 @@ from iwo_lite.home import Home
 from iwo_lite.inbox import InboxWatcher
 from iwo_lite.intake import Spec, spec_from_text
 from iwo_lite.runs.dispatcher import Dispatcher
-from iwo_lite.runs.launcher import stop_runs
+from iwo_lite.runs.launcher import cancel_report, stop_runs, sweep_spec
 from iwo_lite.store import AsyncStore, checkpoints
 from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import outbox
@@ -352,9 +352,10 @@ class DaemonActions:
         await self.store.run(spec_rows.cancelled(spec_id))
         run_dirs = await self.store.run(run_rows.unfinished_run_dirs(spec_id))
         stopped = await asyncio.to_thread(stop_runs, run_dirs)
+        swept = await asyncio.to_thread(sweep_spec, self.home.runs / spec_id)
         await asyncio.to_thread(remove_spec_worktree, self.config, self.home, spec_id)
         log.info("spec %s cancelled by %s", spec_id, by)
-        return f"cancelled {spec_id}" + (f"; stopped {stopped} agent run(s)" if stopped else "")
+        return cancel_report(spec_id, stopped, swept)
 
 
 def remove_spec_worktree(config: Config, home: Home, spec_id: str) -> None:

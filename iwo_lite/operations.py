@@ -16,7 +16,7 @@ from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, UserError
 from iwo_lite.roles import ROLES
 from iwo_lite.gates import poke_daemon
 from iwo_lite.home import Home
-from iwo_lite.runs.launcher import stop_runs
+from iwo_lite.runs.launcher import cancel_report, stop_runs, sweep_spec
 from iwo_lite.store import Store, checkpoints
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
@@ -48,10 +48,11 @@ def cancel(config: Config, args: argparse.Namespace) -> int:
         run_dirs = store.run(run_rows.unfinished_run_dirs(args.spec_id))
     stopped = stop_runs(run_dirs)
     home = Home(config.home)
+    swept = sweep_spec(home.runs / args.spec_id)  # an agent its dead wrapper left behind, too
     remove_spec_worktree(config, home, args.spec_id)
     poke_daemon(home.lock)  # its slot is free: the next queued spec starts now, not at a poll
-    print(f"cancelled {args.spec_id}" + (f"; stopped {stopped} agent run(s)" if stopped else ""))
-    return EXIT_OK
+    print(cancel_report(args.spec_id, stopped, swept))
+    return EXIT_OK if not swept[1] else 1
 
 
 def resume(config: Config, args: argparse.Namespace) -> int:

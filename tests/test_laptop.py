@@ -5,7 +5,10 @@ specs. Real daemon, real CLI, the fake `claude`; nothing mocked."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import shutil
 import sqlite3
 import sys
@@ -297,3 +300,124 @@ def test_an_answer_to_a_spec_this_build_does_not_run_says_so_and_changes_nothing
         assert out.returncode == 2 and "replay version iwo-replay-1" in out.stderr, out
         assert len(out.stderr.strip().splitlines()) == 1
     assert home.state(spec_id) == "waiting" and home.spec(spec_id)["gates"][-1]["answer"] is None
+
+
+# -- a laptop that sleeps: time limits count awake time; a finished run is collected first -------------
+
+SLEEPY_AGENT = r'''
+import json, os, sys, time
+sys.stdin.read()
+role = os.environ["IWO_ROLE"]
+with open(os.environ["SLEEPY_LOG"], "a") as log:
+    log.write(role + "\n")
+verdict = {"reviewer": "approve", "tester": "pass"}.get(role, "done")
+answer = "```json\n" + json.dumps({"verdict": verdict, "summary": "ok"}) + "\n```"
+if os.environ.get("SLEEPY_STREAM"):
+    print(json.dumps({"type": "system", "subtype": "init", "session_id": os.environ["IWO_SPEC_ID"]}), flush=True)
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "total_cost_usd": 0.5,
+                  "num_turns": 1, "result": answer}), flush=True)
+if role == "builder":
+    with open(os.environ["SLEEPY_MARK"], "w") as mark:
+        mark.write(str(os.getpid()))
+    time.sleep(1.5)
+'''
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return int(handle.read().rsplit(b")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("limit", ["timeout", "stall_timeout"])
+def test_a_paid_run_that_finished_while_the_machine_slept_is_collected_not_killed_and_paid_again(home, limit):
+    """Suspend as SIGSTOP: the daemon, the wrapper and the agent stopped for longer than agent.timeout
+    (a plain agent) or agent.stall_timeout (a streaming one) just as the agent printed its result and
+    was about to exit. At wake-up the run is collected (one builder call, its $0.50 recorded), never
+    marked timed out or stalled and started again."""
+    script = home.root / "sleepy_agent.py"
+    script.write_text(SLEEPY_AGENT)
+    home.configure(timeout="4s" if limit == "timeout" else "60s", retries=1)
+    config = home.root / "config.toml"
+    agent = f"command = {json.dumps([sys.executable, str(script)])}"
+    if limit == "stall_timeout":
+        agent += '\nkind = "claude"\nstall_timeout = "4s"'
+        home.env["SLEEPY_STREAM"] = "1"
+    config.write_text(re.sub(r"(?m)^command = .*$", lambda _: agent, config.read_text()))
+    log, mark = home.root / "sleepy.log", home.root / "builder.pid"
+    home.env.update(SLEEPY_LOG=str(log), SLEEPY_MARK=str(mark))
+    spec_id = home.submit()
+    daemon = home.start()
+    wait_for(mark.exists, 60, "the builder printing its result")
+    agent = int(wait_for(lambda: mark.read_text().strip(), 10))
+    wrapper = _parent_of(agent)
+    stopped = [daemon.pid, wrapper, agent]
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(9)  # asleep for more than twice agent.timeout
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    home.wait_state(spec_id, "done", timeout=60)
+    assert log.read_text().split().count("builder") == 1, log.read_text()
+    builder = [a for s in home.spec(spec_id)["steps"] if s["role"] == "builder" for a in s["attempts"]]
+    assert [(a["attempt"], a["error"], a["cost_usd"]) for a in builder] == [(1, None, 0.5)]
+    assert not list((home.root / "runs").rglob("timed_out")) and not list((home.root / "runs").rglob("stalled"))
+    assert "Traceback" not in daemon.log()
+
+
+# -- a wrapper killed (as the OOM killer does) while its agent runs ----------------------------------
+
+def _builder_start(home, attempt: int) -> dict | None:
+    return next((line for line in starts(home, "builder") if line["attempt"] == attempt), None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_wrapper_killed_mid_run_leaves_nothing_running_beside_the_next_attempt(home):
+    """SIGKILL to the wrapper: its agent (and the agent's child) are stopped before attempt 2 starts,
+    never two attempts of one role at once in one worktree."""
+    home.configure(retries=2)
+    home.scenario({"roles": {"builder": [{"attempts": {"1": {"mode": "spawn_child"}}}]}})
+    spec_id = home.submit()
+    daemon = home.start()
+    first = wait_for(lambda: _builder_start(home, 1), 60)
+    agent, child = first["pid"], first["child_pid"]
+    os.kill(_parent_of(agent), signal.SIGKILL)
+    second = wait_for(lambda: _builder_start(home, 2), 60, "the second attempt")
+    assert not pid_alive(agent) and not pid_alive(child), "attempt 1 still runs beside attempt 2"
+    assert second["t"] > first["t"]
+    home.wait_state(spec_id, "done")
+    builder = [a for s in home.spec(spec_id)["steps"] if s["role"] == "builder" for a in s["attempts"]]
+    assert "stopped 2 orphaned process(es)" in builder[0]["error"], builder[0]
+    assert "Traceback" not in daemon.log()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cancel_stops_an_agent_whose_wrapper_died_with_the_daemon_down(home):
+    """The wrapper SIGKILLed and the daemon gone: `cancel` finds the orphaned agent and its child by
+    their run tag and says "stopped" only once they are gone."""
+    home.scenario({"roles": {"builder": [{"mode": "spawn_child"}]}})
+    spec_id = home.submit()
+    daemon = home.start()
+    first = wait_for(lambda: _builder_start(home, 1), 60)
+    daemon.kill9()
+    os.kill(_parent_of(first["pid"]), signal.SIGKILL)
+    out = home.cli("cancel", spec_id, check=True).stdout
+    assert "stopped" in out, out
+    assert not pid_alive(first["pid"]) and not pid_alive(first["child_pid"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cancel_after_a_wrapper_died_says_stopped_only_when_every_attempt_s_processes_are_gone(home):
+    home.configure(retries=2)
+    home.scenario({"roles": {"builder": [{"mode": "spawn_child"}]}})
+    spec_id = home.submit()
+    home.start()
+    first = wait_for(lambda: _builder_start(home, 1), 60)
+    os.kill(_parent_of(first["pid"]), signal.SIGKILL)
+    second = wait_for(lambda: _builder_start(home, 2), 60, "the second attempt")
+    out = home.cli("cancel", spec_id, check=True).stdout
+    assert "stopped 1 agent run" in out, out
+    alive = [pid for line in (first, second) for pid in (line["pid"], line["child_pid"]) if pid_alive(pid)]
+    assert alive == [], f"still running after cancel said {out!r}: {alive}"

@@ -63,7 +63,7 @@ from iwo_lite.agents.base import SessionKey
 from iwo_lite.config import Config
 from iwo_lite.home import Home
 from iwo_lite.runs import launcher
-from iwo_lite.runs.journal import HOST, RunDir, process_start_time
+from iwo_lite.runs.journal import HOST, AwakeClock, RunDir, launch_text, process_start_time
 from iwo_lite.store import AsyncStore
 from iwo_lite.store import runs as rows
 from iwo_lite.store import specs as spec_rows
@@ -74,6 +74,7 @@ POLL_S = 0.25  # how often a run that is not our child (re-attached, tmux) is ch
 PROGRESS_S = 1.0  # how often a streaming run's output is read
 PROGRESS_WRITE_S = 2.0  # at most this often a changed progress is written to the database
 SLOT_POLL_S = 0.5  # how often a dispatch waiting for a global slot asks again
+SETTLE_S = 1.0  # after such a wake-up, how long the run's processes get to catch up before any deadline
 CANCEL_CHECK_S = 5.0  # how often a running attempt looks whether its spec was cancelled (from another machine)
 MAX_ATTEMPTS = 50  # a safety net over attempts that are not counted as tries (interrupted, no session)
 OUT_OF_REACH = "is out of reach from"
@@ -395,7 +396,7 @@ class Dispatcher:
         for name, text in agent.files(request.role).items():
             run.write(name, text)
         run.write("prompt.md", agent.stdin(request.prompt, request.role, session))
-        run.write("launch", iso_utc(time.time()) + "\n")
+        run.write("launch", launch_text(iso_utc(time.time())))
         # a resumed Codex thread keeps its id; a fresh one is named by the CLI (read from its output)
         session_id = (session.id or session.resume_from) if session else None
         resumed = session.resume_from if session else None
@@ -441,16 +442,25 @@ class Dispatcher:
     async def _wait(self, request: DispatchRequest, attempt: int, run: RunDir,
                     proc: asyncio.subprocess.Process | None) -> dict | None:
         """Until the run wrote its exit status, or overran agent.timeout, or stalled, and was killed;
-        its last progress (streaming agents)."""
-        deadline = run.started_epoch() + self.config.agent.timeout
+        its last progress (streaming agents).
+
+        Time limits count time the machine was awake (the monotonic clock), never time it slept;
+        and whenever this loop finds more time passed than it slept for (the machine woke up, or
+        this process was stopped), it first lets the run's processes catch up (SETTLE_S) and
+        collects a run that finished meanwhile before it judges any deadline.
+        """
         streams = self.agent(request.role).streams
         watch = _Progress(self, request, attempt, run) if streams else None
-        next_cancel_check = time.time() + CANCEL_CHECK_S
+        clock = AwakeClock(run)
+        next_cancel_check = time.monotonic() + CANCEL_CHECK_S
         while True:
-            now = time.time()
-            if now >= deadline:
-                await asyncio.to_thread(launcher.kill_run, run, "timed_out")
+            if run.exit_code() is not None:  # finished (the wrapper wrote its status): collect, judge nothing
                 break
+            if clock.woke_up():
+                await asyncio.sleep(SETTLE_S)
+                clock.settled()
+                continue
+            now = time.monotonic()
             if now >= next_cancel_check:  # `cancel` given on another machine (it cannot reach this run)
                 next_cancel_check = now + CANCEL_CHECK_S
                 if await self._cancelled(request):
@@ -458,15 +468,20 @@ class Dispatcher:
                     break
             if watch is not None:
                 await watch.update()
-                if now - run.last_output_epoch() > self.config.agent.stall_timeout:
+            overdue = clock.overdue(self.config.agent.timeout, self.config.agent.stall_timeout if watch else None)
+            if overdue is not None and not await launcher.finishing(run):
+                if overdue == "stalled":
                     log.warning("%s dispatch %02d (%s) attempt %d: no output for %gs: stalled, killed",
                                 request.spec_id, request.step, request.role, attempt, self.config.agent.stall_timeout)
-                    await asyncio.to_thread(launcher.kill_run, run, "stalled")
+                if await asyncio.to_thread(launcher.kill_run, run, overdue) or run.exit_code() is None:
                     break
-            tick = PROGRESS_S if streams else min(CANCEL_CHECK_S, max(0.0, deadline - now))
+                continue  # it finished by itself as the deadline came: collect it
+            left = max(0.0, self.config.agent.timeout - clock.awake())
+            tick = PROGRESS_S if streams else min(CANCEL_CHECK_S, left)
+            clock.will_sleep(tick if proc is not None else min(POLL_S, tick) if tick else POLL_S)
             if proc is not None:
                 try:
-                    await asyncio.wait_for(proc.wait(), min(tick, max(0.0, deadline - now)))
+                    await asyncio.wait_for(proc.wait(), min(tick, left) if left else SETTLE_S)
                     break
                 except asyncio.TimeoutError:
                     continue
@@ -479,6 +494,32 @@ class Dispatcher:
             return None
         await watch.update(final=True)
         return watch.written
+
+    async def _orphaned(self, request: DispatchRequest, attempt: int, run: RunDir, printed: AgentAnswer | None,
+                        vanished_while_down: bool) -> AgentAnswer:
+        """The run has no exit status: its wrapper died (an OOM kill, SIGKILL) or the machine restarted.
+        Whatever of the attempt still runs (its agent and all it started: the wrapper's session and
+        the run's IWO_RUN_DIR tag) is stopped first: nothing new starts beside it. A complete answer
+        it printed is kept (paid once); else it failed, or (processes that cannot be killed) it
+        stops the dispatch at a gate."""
+        from iwo_lite.runs import reaper
+
+        stopped, left = await asyncio.to_thread(reaper.sweep, str(run.path), launcher.KILL_GRACE_S)
+        where = f"{request.spec_id} dispatch {request.step:02d} ({request.role}) attempt {attempt}"
+        if left:
+            why = (f"its wrapper died and {len(left)} of its processes cannot be stopped (pids "
+                   f"{' '.join(map(str, left[:10]))}): no new attempt starts beside them")
+            log.warning("%s: %s", where, why)
+            return AgentAnswer(error=why, error_class="fatal")
+        if stopped:
+            log.warning("%s: its wrapper died while the agent ran; stopped %d orphaned process(es)", where, stopped)
+        if printed is not None and printed.error is None:
+            return printed  # it answered before its wrapper died: collected, not paid again
+        why = ("agent process vanished without an exit status (killed, or the machine restarted)"
+               + (f"; stopped {stopped} orphaned process(es) of it" if stopped else ""))
+        return AgentAnswer(error=why, error_class="interrupted" if vanished_while_down else "retry",
+                           session_id=printed.session_id if printed else None,
+                           cost_usd=printed.cost_usd if printed else 0.0)  # what it printed is paid: keep it
 
     async def _collect(self, request: DispatchRequest, attempt: int, run: RunDir, reattached: bool,
                        vanished_while_down: bool = False, progress: dict | None = None) -> AgentAnswer:
@@ -497,10 +538,7 @@ class Dispatcher:
             # what the run printed before it was killed (a result after SIGTERM is paid): keep its money
             answer = replace(printed or AgentAnswer(), verdict=None, error=why, error_class=kind)
         elif exit_code is None:
-            answer = AgentAnswer(error="agent process vanished without an exit status (killed, or the machine "
-                                 "restarted)", error_class="interrupted" if vanished_while_down else "retry",
-                                 session_id=printed.session_id if printed else None, cost_usd=(
-                                     printed.cost_usd if printed else 0.0))
+            answer = await self._orphaned(request, attempt, run, printed, vanished_while_down)
         elif stdout is None:
             answer = AgentAnswer(error=f"agent output is over {self.config.agent.max_output} bytes; not read "
                                  f"(see {run.file('stdout')})", error_class="retry")

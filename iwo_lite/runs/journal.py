@@ -3,7 +3,8 @@
 Each attempt lives in `runs/<spec>/<NN>-<role>/attempt-<k>/`:
 
     prompt.md    what went on the agent's stdin
-    launch       written just before the process is started
+    launch       written just before the process is started: the UTC time, and the monotonic
+                 clock with the boot it belongs to (time limits count time the machine was awake)
     pid.wrapper  written by the wrapper as its first act (its own pid)
     pid          "<pid> <start-time>", written by the daemon once the process runs
     stdout       the agent's stdout (Claude Code's JSON result)
@@ -19,7 +20,8 @@ Each attempt lives in `runs/<spec>/<NN>-<role>/attempt-<k>/`:
 The directory is the truth about the attempt: a finished run (an exit status, or a kill
 marker) is collected and never started again; a live run is one whose pid *and* start time
 match the recorded ones (so a reused pid is never mistaken for it); only a run that never
-started is started. Standard library only.
+started is started. `AwakeClock`: how long a run has gone and been quiet in time the machine was
+awake (the limits of runs/dispatcher.py), and whether its watcher just woke up. Standard library only.
 """
 
 from __future__ import annotations
@@ -34,7 +36,23 @@ from pathlib import Path
 from iwo_lite.text import clean
 
 HOST = socket.gethostname()
+
+
+def boot_id() -> str:
+    """This boot of the machine (Linux); "" elsewhere. A monotonic time means something only in its boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def launch_text(now_iso: str) -> str:
+    """The `launch` file: when (UTC), and the monotonic clock of this boot (time.monotonic: on Linux
+    CLOCK_MONOTONIC, on macOS mach time; neither advances while the machine sleeps)."""
+    return f"{now_iso}\nmonotonic {time.monotonic():.3f} {boot_id() or '-'}\n"
 KILL_MARKERS = ("timed_out", "stalled", "cancelled")
+WAKE_GAP_S = 5.0  # more time than this passed beyond a watcher's own sleep: the machine (or it) slept
 
 
 def process_start_time(pid: int) -> str | None:
@@ -125,6 +143,18 @@ class RunDir:
         except FileNotFoundError:
             return self.started_epoch()
 
+    def awake_since_launch(self) -> float:
+        """Seconds this machine was awake since the run was launched: by the monotonic clock when
+        `launch` recorded it in this boot, else (an older run directory) by the wall clock."""
+        for line in (self.read("launch") or "").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "monotonic" and parts[2] == (boot_id() or "-"):
+                try:
+                    return max(0.0, time.monotonic() - float(parts[1]))
+                except ValueError:
+                    break
+        return max(0.0, time.time() - self.started_epoch())
+
     def started_epoch(self) -> float:
         for name in ("pid", "pid.wrapper", "launch"):
             try:
@@ -168,3 +198,57 @@ class RunDir:
         if len(data) > limit:
             return None
         return data.decode("utf-8", errors="replace")
+
+
+class AwakeClock:
+    """How long a run has been going and how long it has been quiet, in time the machine was awake
+    (time.monotonic: CLOCK_MONOTONIC on Linux, which stops while the machine is suspended), and
+    whether the dispatcher just woke up: more time passed since its last look than it slept for
+    (a suspend and resume, seen as the wall clock jumping ahead of the monotonic one, or this
+    process stopped with SIGSTOP)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        now = time.monotonic()
+        self.launched = now - run.awake_since_launch()
+        # quiet since: what the file says (wall clock), never more than the run's awake time
+        self.output_mark = self._output_mark()
+        self.last_output = now - min(max(0.0, time.time() - run.last_output_epoch()), now - self.launched)
+        self.looked_mono, self.looked_wall, self.slept_for = now, time.time(), 0.0
+
+    def _output_mark(self) -> tuple:
+        try:
+            stat = self.run.file("stdout").stat()
+            return stat.st_size, stat.st_mtime_ns
+        except OSError:
+            return None, None
+
+    def awake(self) -> float:
+        return time.monotonic() - self.launched
+
+    def quiet(self) -> float:
+        mark = self._output_mark()
+        if mark != self.output_mark:
+            self.output_mark, self.last_output = mark, time.monotonic()
+        return time.monotonic() - self.last_output
+
+    def overdue(self, timeout: float, stall_timeout: float | None) -> str | None:
+        """"timed_out" / "stalled" when the run overran `timeout` / `stall_timeout` (None: no stall
+        watch) in awake time, else None."""
+        if self.awake() >= timeout:
+            return "timed_out"
+        if stall_timeout is not None and self.quiet() > stall_timeout:
+            return "stalled"
+        return None
+
+    def will_sleep(self, seconds: float) -> None:
+        self.slept_for = seconds
+
+    def woke_up(self) -> bool:
+        mono, wall = time.monotonic(), time.time()
+        gap = max(mono - self.looked_mono, wall - self.looked_wall) - self.slept_for
+        self.looked_mono, self.looked_wall, self.slept_for = mono, wall, 0.0
+        return gap > WAKE_GAP_S
+
+    def settled(self) -> None:
+        self.looked_mono, self.looked_wall, self.slept_for = time.monotonic(), time.time(), 0.0

@@ -28,6 +28,7 @@ from iwo_lite.times import iso_utc
 
 TMUX_SESSION = "iwo"
 KILL_GRACE_S = 3.0  # SIGTERM to SIGKILL
+FINISH_WAIT_S = 5.0  # an agent that exited as its deadline came: how long its wrapper gets to write `exit`
 INTERRUPT_S = 2.0  # Claude Code: SIGINT first, and this long for it to end (reaper --interrupt)
 
 
@@ -102,6 +103,19 @@ async def _tmux(*args: str, check: bool = True, capture: bool = False, env: dict
     return out.decode() if capture else proc.returncode
 
 
+async def finishing(run: RunDir) -> bool:
+    """Its deadline came, but the agent has exited (nothing of its tree is left alive under the
+    wrapper) and the wrapper is about to write its status: wait for it (up to FINISH_WAIT_S).
+    True when the run has its exit status."""
+    wrapper = reaper.wrapper_pid(run.path)
+    if wrapper is None or process_start_time(wrapper) is None or reaper.descendants(wrapper):
+        return run.exit_code() is not None
+    end = time.monotonic() + FINISH_WAIT_S
+    while time.monotonic() < end and run.exit_code() is None and process_start_time(wrapper) is not None:
+        await asyncio.sleep(0.05)
+    return run.exit_code() is not None
+
+
 def kill_run(run: RunDir, marker: str, grace_s: float = KILL_GRACE_S) -> bool:
     """Stop a run on purpose: write `marker` (why: timed_out, stalled, cancelled), then end its
     whole process tree (SIGTERM to the wrapper, which kills everything the agent started; after
@@ -109,15 +123,44 @@ def kill_run(run: RunDir, marker: str, grace_s: float = KILL_GRACE_S) -> bool:
 
     The marker comes first, so whoever collects the run (this daemon, or the next one after a
     crash) knows it was stopped and never starts it again. True when a live run was stopped.
+    A deadline ("timed_out", "stalled") never marks a run that finished by itself first: one that
+    has its exit status is left alone (False), and one whose wrapper wrote it just as the marker
+    went down, with nothing left to stop, loses the marker again (its answer is collected).
     """
+    deadline = marker != "cancelled"
+    if deadline and run.exit_code() is not None:
+        return False
     run.write(marker, iso_utc(time.time()) + "\n")
     was_live = run.is_live()
+    if deadline and not was_live and run.exit_code() is not None:
+        run.file(marker).unlink(missing_ok=True)
+        return False
     recorded = run.recorded_pid()
     start = recorded[1] if recorded and recorded[1] not in (None, "?") else None
     wrapper = reaper.wrapper_pid(run.path)
     killed = reaper.stop(str(run.path), grace_s, margin_s=2.0 + INTERRUPT_S,
                          start_time=start if recorded and recorded[0] == wrapper else None)
     return was_live or killed > 0
+
+
+def sweep_spec(spec_runs: Path) -> tuple[int, list[int]]:
+    """After its runs were stopped: anything still running of any attempt of a spec (an agent
+    orphaned by a wrapper that died, found by its IWO_RUN_DIR under `spec_runs`) is killed.
+    (How many processes were signalled, the pids that still live.) Blocking."""
+    if not spec_runs.is_dir():
+        return 0, []
+    return reaper.sweep(str(spec_runs), KILL_GRACE_S, under=True)
+
+
+def cancel_report(spec_id: str, stopped: int, swept: tuple[int, list[int]]) -> str:
+    """What `cancel` says: the runs stopped, the orphans found, and any process it could not stop."""
+    text = f"cancelled {spec_id}" + (f"; stopped {stopped} agent run(s)" if stopped else "")
+    if swept[0] and not swept[1]:
+        text += f"; stopped {swept[0]} orphaned process(es) of earlier attempts"
+    if swept[1]:
+        text += (f"; but {len(swept[1])} of its processes could not be stopped (pids "
+                 f"{' '.join(map(str, swept[1][:10]))})")
+    return text
 
 
 def stop_runs(run_dirs: list[str]) -> int:

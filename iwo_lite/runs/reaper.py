@@ -63,7 +63,9 @@ but an orphan in a session or group of its own re-parents to launchd and escapes
 it waited for before `exit`), and `kill_tree` has no run tag (no /proc/PID/environ).
 
 As a module (the daemon and `cancel`): `descendants(pid)`; `kill_tree(root_pid, grace_s,
-run_dir=, start_time=)` for when the wrapper is gone or does not answer; `stop(run_dir)` =
+run_dir=, start_time=)` for when the wrapper is gone or does not answer; `sweep(run_dir)` =
+kill_tree of what is left of a run whose wrapper died, and which of it still lives
+(`tagged_pids`); `stop(run_dir)` =
 SIGTERM to the wrapper, wait up to grace + margin, then `kill_tree` of whatever is left;
 `wrapper_argv(agent_argv, ...)` = the command line that starts the wrapper.
 """
@@ -342,6 +344,48 @@ def kill_tree(root_pid: int, grace_s: float = DEFAULT_GRACE_S, *, run_dir: str |
     while time.monotonic() < end and _living(frozen):
         time.sleep(0.01)
     return len(signalled)
+
+
+def tagged_pids(run_dir: str | os.PathLike, *, under: bool = False) -> list[int]:
+    """Linux: the live processes started with IWO_RUN_DIR=`run_dir` in their environment (with
+    `under`: any run directory below `run_dir`, e.g. all of one spec's runs). [] elsewhere."""
+    if not LINUX:
+        return []
+    tag = os.fspath(run_dir)
+    found = []
+    for pid, info in process_table().items():
+        if info.zombie or pid == os.getpid():
+            continue
+        value = _run_dir_of(pid)
+        if value is not None and (value == tag or (under and value.startswith(tag.rstrip(os.sep) + os.sep))):
+            found.append(pid)
+    return found
+
+
+def sweep(run_dir: str | os.PathLike, grace_s: float = DEFAULT_GRACE_S, *, under: bool = False) -> tuple[int, list[int]]:
+    """Kill whatever is left of a run whose wrapper is gone (SIGKILLed, e.g. by the OOM killer):
+    its orphaned agent and everything it started, found by the dead wrapper's session and the
+    run's tag (with `under`: of every run below `run_dir`). (How many were signalled, the pids
+    still alive after it: processes that cannot be killed.)"""
+    tag = os.fspath(run_dir)
+    run_dirs = {tag} if not under else set()
+    if under:
+        for pid in tagged_pids(tag, under=True):
+            run_dirs.add(_run_dir_of(pid) or tag)
+    signalled = 0
+    for one in sorted(run_dirs):
+        signalled += kill_tree(wrapper_pid(one) or 0, grace_s, run_dir=one)
+    return signalled, tagged_pids(tag, under=under)
+
+
+def _run_dir_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            env = handle.read().split(b"\0")
+    except OSError:
+        return None
+    prefix = RUN_DIR_ENV.encode() + b"="
+    return next((entry[len(prefix):].decode(errors="replace") for entry in env if entry.startswith(prefix)), None)
 
 
 def wrapper_pid(run_dir: str | os.PathLike) -> int | None:
