@@ -48,6 +48,13 @@ DEFAULT_HIDE: tuple[str, ...] = (
     ".pgpass", ".my.cnf", ".password-store", ".local/share/keyrings", ".config/rclone", ".s3cfg",
     ".config/doctl", ".oci", ".config/op", ".mozilla", ".config/google-chrome", ".config/chromium",
 )
+# Sockets that hand out the user's (or root's) power without a file write: the Docker / containerd /
+# Podman daemons. Hidden (an empty read-only file over each).
+SYSTEM_HIDE: tuple[str, ...] = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock",
+                                "/run/podman/podman.sock")
+# Agents of the user's keys (ssh-agent, gpg-agent, the keyring on the session bus): unset inside, and
+# $XDG_RUNTIME_DIR (where their sockets live) and the ssh-agent socket's directory hidden.
+AGENT_SOCKETS = ("SSH_AUTH_SOCK", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS")
 _PROBED: dict[str, str | None] = {}  # bwrap path -> None (works) or why not
 
 
@@ -189,20 +196,37 @@ class Sandbox:
         args += ["--remount-ro", str(c.home)]
         # hidden: the database wherever it is, the credentials
         hidden = [_expand("~/" + p, env) for p in DEFAULT_HIDE] + [_expand(p, env) for p in c.hide]
+        hidden += [Path(p) for p in SYSTEM_HIDE] + _socket_dirs(env)
         if c.db_path is not None and not _under(c.db_path, c.home):
             hidden += [c.db_path, Path(f"{c.db_path}-wal"), Path(f"{c.db_path}-shm")]
-        for path in hidden:
-            if path.is_dir() and not path.is_symlink():
+        hidden = [p.resolve() if p.is_symlink() else p for p in hidden]  # a link's target is what to hide
+        for path in _outermost(p for p in hidden if not _under(p, c.home)):  # (the home is hidden already)
+            if path.is_dir():
                 args += ["--tmpfs", str(path), "--remount-ro", str(path)]
             elif path.exists() and c.empty_file is not None:
                 args += ["--ro-bind", str(c.empty_file), str(path)]
         for path in git_keep:  # the other branches' refs and reflogs
             if path.exists():
                 args += ["--ro-bind", str(path), str(path)]
+        for name in AGENT_SOCKETS:
+            if name in env:
+                args += ["--unsetenv", name]
+        tmpdir = env.get("TMPDIR")
+        if tmpdir and tmpdir.rstrip("/") != "/tmp" and not any(_under(Path(tmpdir), w) for w in writable):
+            args += ["--setenv", "TMPDIR", "/tmp"]  # elsewhere it is read-only, or gone: the private /tmp
         return args + ["--setenv", "IS_SANDBOX", "1", "--chdir", str(c.cwd)]
 
     def wrap(self, argv: Iterable[str], c: Confinement) -> list[str]:
         return [*self.args(c), "--", *argv]
+
+
+def _socket_dirs(env: Mapping[str, str]) -> list[Path]:
+    """$XDG_RUNTIME_DIR and the directory of $SSH_AUTH_SOCK (not /tmp itself, private anyway)."""
+    found = []
+    for value in (env.get("XDG_RUNTIME_DIR"), os.path.dirname(env.get("SSH_AUTH_SOCK") or "")):
+        if value and os.path.isabs(value) and value not in ("/", "/tmp", "/run", "/var/run"):
+            found.append(Path(value))
+    return found
 
 
 def _ensure(path: Path) -> Path:
@@ -267,8 +291,9 @@ def for_attempt(config, home: Path, agent, argv: list[str], env: Mapping[str, st
     if not choice.on:
         return list(argv)
     state = getattr(agent, "writable_state", None)
-    confinement = Confinement(
-        cwd=Path(cwd), run_dir=Path(run_dir), home=Path(home), handoff_dir=handoff_dir,
+    confinement = Confinement(  # symlinks resolved: bwrap mounts on real directories
+        cwd=Path(cwd).resolve(), run_dir=Path(run_dir).resolve(), home=Path(home).resolve(),
+        handoff_dir=Path(handoff_dir).resolve() if handoff_dir is not None else None,
         state=tuple(state(env)) if state else (), rw=tuple(config.agent.sandbox_rw),
         hide=tuple(config.agent.sandbox_hide), db_path=config.db_path, empty_file=empty_file(Path(home)),
         visible=visible_paths(list(argv), env), env=env)

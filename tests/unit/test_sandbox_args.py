@@ -1,0 +1,101 @@
+"""iwo_lite/sandbox.py: the bwrap command line for an attempt, built from files alone (no process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iwo_lite import sandbox
+from iwo_lite.config_checks import Bad, path_list
+
+
+def _layout(tmp: Path) -> sandbox.Confinement:
+    """A repository with a worktree of spec s1 (the files git keeps, written by hand), a home, a HOME."""
+    common = tmp / "repo" / ".git"
+    admin = common / "worktrees" / "s1"
+    admin.mkdir(parents=True)
+    (admin / "commondir").write_text("../..\n")
+    (common / "objects").mkdir()
+    (admin / "HEAD").write_text("ref: refs/heads/iwo/s1\n")
+    for name in ("s1", "other"):
+        for base in (common / "refs" / "heads" / "iwo", common / "logs" / "refs" / "heads" / "iwo"):
+            base.mkdir(parents=True, exist_ok=True)
+            (base / name).write_text("0" * 40 + "\n")
+    (common / "refs" / "heads" / "main").write_text("0" * 40 + "\n")
+    home = tmp / "home"
+    worktree = home / "worktrees" / "s1"
+    worktree.mkdir(parents=True)
+    (worktree / ".git").write_text(f"gitdir: {admin}\n")
+    run = home / "runs" / "s1" / "02-builder" / "attempt-1"
+    run.mkdir(parents=True)
+    user = tmp / "user"
+    (user / ".ssh").mkdir(parents=True)
+    (user / ".netrc").write_text("secret")
+    (user / "keys").mkdir()
+    (user / ".aws").symlink_to(user / "keys")
+    runtime = tmp / "runtime"
+    runtime.mkdir()
+    env = {"HOME": str(user), "TMPDIR": str(tmp / "elsewhere"), "SSH_AUTH_SOCK": str(runtime / "ssh" / "agent.1"),
+           "XDG_RUNTIME_DIR": str(runtime)}
+    return sandbox.Confinement(cwd=worktree, run_dir=run, home=home, handoff_dir=None,
+                               state=(str(user / ".claude"), str(user / ".claude.json")), hide=("~/.ssh/inner",),
+                               db_path=home / "iwo.sqlite", empty_file=sandbox.empty_file(home), env=env)
+
+
+def _pairs(args: list[str], option: str) -> list[str]:
+    return [args[i + 1] for i, arg in enumerate(args) if arg == option]
+
+
+def test_only_the_worktree_its_branch_and_what_git_needs_are_writable(tmp_path):
+    c = _layout(tmp_path)
+    args = sandbox.Sandbox("/usr/bin/bwrap").args(c)
+    common = tmp_path / "repo" / ".git"
+    binds = set(_pairs(args, "--bind"))
+    assert {str(c.cwd), str(c.run_dir), str(common / "worktrees" / "s1"), str(common / "objects"),
+            str(common / "refs" / "heads" / "iwo"), str(common / "logs" / "refs" / "heads" / "iwo"),
+            str(tmp_path / "user" / ".claude"), str(tmp_path / "user" / ".claude.json")} <= binds
+    assert (tmp_path / "user" / ".claude.json").read_text() == "{}\n"  # made for the bind; "" is "corrupted"
+    assert str(common / "refs" / "heads") not in binds and str(common) not in binds
+    read_only = _pairs(args, "--ro-bind")
+    assert str(common / "refs" / "heads" / "iwo" / "other") in read_only  # another spec's branch
+    assert str(common / "logs" / "refs" / "heads" / "iwo" / "other") in read_only
+    assert str(common / "refs" / "heads" / "iwo" / "s1") not in read_only
+    # the home: hidden, then this attempt's run directory and worktree back, then read-only
+    at = args.index("--tmpfs", args.index(str(tmp_path / "user" / ".claude.json")))
+    assert args[at + 1] == str(c.home)
+    after = args[at:]
+    assert str(c.run_dir) in after and str(c.cwd) in after
+    assert after.index("--remount-ro") > after.index(str(c.run_dir))
+    assert args[:4] == ["/usr/bin/bwrap", "--die-with-parent", "--unshare-pid", "--new-session"]
+    assert args[-4:] == ["--setenv", "IS_SANDBOX", "1", "--chdir"] or args[-2:] == ["--chdir", str(c.cwd)]
+
+
+def test_credentials_and_key_agents_are_hidden(tmp_path):
+    c = _layout(tmp_path)
+    args = sandbox.Sandbox("bwrap").args(c)
+    user = tmp_path / "user"
+    tmpfs = _pairs(args, "--tmpfs")
+    assert str(user / ".ssh") in tmpfs and str(user / "keys") in tmpfs  # ~/.aws -> keys: the target is hidden
+    assert str(user / ".ssh" / "inner") not in tmpfs  # inside a hidden one already
+    assert str(tmp_path / "runtime") in tmpfs  # $XDG_RUNTIME_DIR (agent sockets)
+    assert [str(user / ".netrc")] == [args[i + 2] for i, a in enumerate(args)
+                                      if a == "--ro-bind" and args[i + 1] == str(c.empty_file)]
+    assert _pairs(args, "--unsetenv") == ["SSH_AUTH_SOCK"]
+    assert ["--setenv", "TMPDIR", "/tmp"] == args[args.index("TMPDIR") - 1: args.index("TMPDIR") + 2]
+
+
+def test_choose_says_why_without_bubblewrap(tmp_path):
+    auto = sandbox.choose("auto", path=str(tmp_path))
+    assert not auto.on and not auto.error and "apt-get install bubblewrap" in auto.why
+    required = sandbox.choose("bwrap", path=str(tmp_path))
+    assert required.error and 'agent.sandbox = "bwrap"' in required.why
+    assert not sandbox.choose("off").on
+
+
+def test_sandbox_paths_are_absolute_or_home_relative():
+    assert path_list(["~/.cache/pip", "/srv/data/"]) == ("~/.cache/pip", "/srv/data")
+    with pytest.raises(Bad):
+        path_list(["relative/path"])
+    with pytest.raises(Bad):
+        path_list("~/.cache")
