@@ -335,7 +335,7 @@ def short_input(tool: str, tool_input: object, cwd: str | None = None, limit: in
     """A tool call's input in a few words: Bash -> the command; Write/Edit/Read -> the file
     (relative to `cwd` when inside it); anything else -> its JSON, clipped."""
     if isinstance(tool_input, dict):
-        if tool == "Bash" and isinstance(tool_input.get("command"), str):
+        if tool in ("Bash", "exec_command") and isinstance(tool_input.get("command"), str):
             return clip(tool_input["command"], limit)
         for key in ("file_path", "notebook_path", "path"):
             if isinstance(tool_input.get(key), str):

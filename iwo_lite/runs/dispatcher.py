@@ -195,6 +195,7 @@ class Dispatcher:
             else:
                 answer, session = await self._attempt(request, attempt, row, resume_from, note,
                                                       _left(request.budget_left_usd, spent))
+                session = session or answer.session_id  # a CLI that names its session as it starts (Codex)
             spent += answer.cost_usd
             if answer.error is None:
                 return DispatchResult(answer, attempt, tuple(errors))
