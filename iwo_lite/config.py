@@ -63,8 +63,8 @@ MAX_BUDGET_USD = 1e6  # a budget past this is a typo (1e308 would never stop any
 DISPATCH_MODES = ("subprocess", "tmux")
 SANDBOX_MODES = ("auto", "bwrap", "off")
 ON_TIMEOUT = ("reject", "approve")
-AGENT_KINDS = ("claude", "json")
-EXECUTABLES = {"claude": "claude", "claude.exe": "claude"}  # an agent.command run by this name is that kind  # agents/__init__.py KINDS: one module per kind
+AGENT_KINDS = ("claude", "codex", "json")
+EXECUTABLES = {"claude": "claude", "claude.exe": "claude", "codex": "codex", "codex.js": "codex"}  # an agent.command run by this name is that kind  # agents/__init__.py KINDS: one module per kind
 PERMISSIONS = ("read", "edit", "run", "full")
 WORKSPACES = ("worktree", "shared")
 ON_DONE = ("keep", "merge", "command")
@@ -186,6 +186,29 @@ class ClaudeKindConfig:
     command: tuple[str, ...] = key((), check.command_or_empty)  # [] = agent.command when it is claude's, else ["claude"]
 
 
+# $ per million tokens: input, cached input, output (OpenAI's list prices as of 2026-12; Codex reports
+# tokens, not dollars). A model takes the longest key that starts its name; "*" is any other model
+# (priced high on purpose, so that a budget still holds).
+CODEX_PRICES: tuple[tuple[str, tuple[float, float, float]], ...] = (
+    ("gpt-5", (1.25, 0.125, 10.0)),
+    ("gpt-5-mini", (0.25, 0.025, 2.0)),
+    ("gpt-5-nano", (0.05, 0.005, 0.4)),
+    ("gpt-5-pro", (15.0, 15.0, 120.0)),
+    ("o3", (2.0, 0.5, 8.0)),
+    ("o4-mini", (1.1, 0.275, 4.4)),
+    ("*", (15.0, 1.5, 120.0)),
+)
+
+
+@dataclass(frozen=True)
+class CodexKindConfig:
+    """``[agents.codex]``: the OpenAI Codex CLI."""
+
+    command: tuple[str, ...] = key((), check.command_or_empty)  # [] = agent.command when it is codex's, else ["codex"]
+    model: str = key("", check.string)  # "" = Codex's own default (its config.toml); roles.<role>.model wins
+    prices: tuple[tuple[str, tuple[float, float, float]], ...] = key(CODEX_PRICES, check.price_table)  # (model, $)
+
+
 @dataclass(frozen=True)
 class JsonKindConfig:
     """``[agents.json]``: any command that prints one result object."""
@@ -198,6 +221,7 @@ class AgentsConfig:
     """``[agents.<kind>]``: each agent kind's own settings."""
 
     claude: ClaudeKindConfig = field(default_factory=ClaudeKindConfig)
+    codex: CodexKindConfig = field(default_factory=CodexKindConfig)
     json: JsonKindConfig = field(default_factory=JsonKindConfig)
 
     def command(self, kind: str, agent: AgentConfig) -> tuple[str, ...]:
@@ -211,7 +235,7 @@ class AgentsConfig:
         return (kind,)
 
 
-KIND_SECTIONS: dict[str, type] = {"claude": ClaudeKindConfig, "json": JsonKindConfig}
+KIND_SECTIONS: dict[str, type] = {"claude": ClaudeKindConfig, "codex": CodexKindConfig, "json": JsonKindConfig}
 
 
 @dataclass(frozen=True)

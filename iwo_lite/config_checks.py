@@ -218,6 +218,24 @@ def command_or_empty(value: Any) -> tuple[str, ...]:
     return () if value == [] else command(value)
 
 
+def price_table(value: Any) -> tuple[tuple[str, tuple[float, float, float]], ...]:
+    """A table of model name (or prefix, or "*") -> [input, cached input, output] US dollars per
+    million tokens."""
+    if not isinstance(value, dict):
+        raise Bad(f'expected a table like {{ "gpt-5" = [1.25, 0.125, 10.0] }}, {got(value)}')
+    table = {}
+    for model, prices in value.items():
+        where = "." + (model if re.fullmatch(r"[A-Za-z0-9_-]+", model) else json.dumps(model))
+        if not isinstance(prices, list) or len(prices) != 3:
+            raise Bad(f"expected [input, cached input, output] dollars per million tokens, {got(prices)}", where)
+        for i, price in enumerate(prices):
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) \
+                    or not 0 <= price <= 1e6:
+                raise Bad(f"expected a price from 0 to 1e6 dollars per million tokens, {got(price)}", f"{where}[{i}]")
+        table[model] = tuple(float(price) for price in prices)
+    return tuple(table.items())
+
+
 def string_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise Bad(f'expected an array of strings like ["--verbose"], {got(value)}')

@@ -4,6 +4,7 @@ base.py    the interface every kind implements (the `Agent` Protocol, `Session`)
 answer.py  the answer every agent gives (AgentAnswer) and the classes of its errors
 events.py  the tool-call timeline (ToolEvent), the same for every kind
 claude.py  Claude Code (`claude -p`, stream-json)
+codex.py   OpenAI Codex (`codex exec --json`)
 plain.py   any other command that prints one result object (agent.kind = "json")
 
 Adding a kind is one module with a `from_config(config, roles)` and one line in KINDS (and its
@@ -20,6 +21,7 @@ from iwo_lite.config import kind_for
 # kind -> the module that implements it (imported only when the kind is used)
 KINDS: dict[str, str] = {
     "claude": "iwo_lite.agents.claude",
+    "codex": "iwo_lite.agents.codex",
     "json": "iwo_lite.agents.plain",
 }
 

@@ -538,7 +538,7 @@ class ClaudeAgent:
         found = shutil.which(self.command[0]) if self.command else None
         results = [(bool(found), f"agent command (claude): {self.command[0]}" + (f" -> {found}" if found else
                                                                                   " not found"),
-                    "install Claude Code, or set agent.command (or [agents.claude] command) in the config")]
+                    "install Claude Code, or set agent.command (or agents.claude.command) in the config")]
         shown = ", ".join(f"{role} {self.profile(role)}" for role in roles)
         results.append((True, f"agent kind: claude; permissions: {shown}", ""))
         refused = self.refused(config, roles)

@@ -68,7 +68,7 @@ class PlainAgent:
     def checks(self, config, roles: list[str]) -> list[tuple[bool, str, str]]:
         found = shutil.which(self.command[0]) if self.command else None
         return [(bool(found), f"agent command (json): {self.command[0]}" + (f" -> {found}" if found else " not found"),
-                 "install it, or set agent.command (or [agents.json] command) in the config"),
+                 "install it, or set agent.command (or agents.json.command) in the config"),
                 (True, f"agent kind: json for {', '.join(roles)} (one result object on stdout; no profiles, sessions "
                  "or progress)", "")]
 
