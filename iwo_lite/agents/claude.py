@@ -525,7 +525,10 @@ class ClaudeAgent:
         return StreamReader()
 
     def tool_events(self, stdout_text: str) -> list[ToolEvent]:
-        return []  # Claude Code's timeline from stream-json: agents/events.py
+        """The tool-call timeline of a stream-json stdout (agents/claude_events.py)."""
+        from iwo_lite.agents.claude_events import tool_events
+
+        return tool_events(stdout_text)
 
     def writable_state(self, env: Mapping[str, str]) -> list[str]:
         """~/.claude (or $CLAUDE_CONFIG_DIR): transcripts, for resume; ~/.claude.json: its settings."""

@@ -99,10 +99,11 @@ def _claude_tool_results(stdout: str) -> Iterable[tuple[str, str, str]]:
                 uses[str(block.get("id"))] = (str(block.get("name") or "?"), str(shown))
             elif block.get("type") == "tool_result":
                 tool, shown = uses.get(str(block.get("tool_use_id")), ("?", ""))
-                yield tool, shown, _text(block.get("content"))
+                yield tool, shown, result_text(block.get("content"))
 
 
-def _text(content: object) -> str:
+def result_text(content: object) -> str:
+    """A tool result's content as text (a string, or a list of text parts)."""
     if isinstance(content, list):
         return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return str(content or "")

@@ -59,3 +59,17 @@ def test_the_kinds_timeline_is_used_and_marked():
               ToolEvent(2, None, "exec_command", "ls", "ok", "a b")]
     assert [e.status for e in mark(events)] == ["denied", "ok"]
     assert find("", events) == [{"tool": "exec_command", "input": "/repo/a (read-only)", "path": "/repo/a"}]
+
+
+def test_claude_code_s_timeline_marks_what_the_cli_or_the_sandbox_refused():
+    from iwo_lite.agents.claude_events import tool_events
+
+    stdout = _stream(("echo x > /repo/a", "/bin/bash: line 1: /repo/a: Read-only file system"),
+                     ("python3 x.py", "Claude requested permissions to use Bash, but you haven't granted it yet."),
+                     ("false", "Error: exit code 1"), ("ls", "a b c"))
+    events = tool_events(stdout + json.dumps({"type": "assistant", "message": {"content": [
+        {"type": "tool_use", "id": "late", "name": "Bash", "input": {"command": "sleep 9"}}]}}, separators=(",", ":")))
+    assert [(e.seq, e.tool, e.input, e.status) for e in events] == [
+        (1, "Bash", "echo x > /repo/a", "denied"), (2, "Bash", "python3 x.py", "denied"),
+        (3, "Bash", "false", "failed"), (4, "Bash", "ls", "failed"), (5, "Bash", "sleep 9", "running")]
+    assert events[0].result == "/bin/bash: line 1: /repo/a: Read-only file system"
