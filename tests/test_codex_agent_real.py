@@ -5,7 +5,8 @@ own, so its request log survives any kill). The Claude Code roles of the mixed s
 `claude` against tests/fake_anthropic.py, as in tests/test_real_agents.py.
 
 Each home: `workdir` a scratch git repository (each spec on branch iwo/<id> in its worktree), a
-CODEX_HOME outside $TMPDIR (see tests/real_codex.py), the default permission profiles. The fake is
+CODEX_HOME outside $TMPDIR (see tests/real_codex.py), the default permission profiles, and
+agent.sandbox "auto" (where bubblewrap works, Codex's own sandbox runs nested in iwo-lite's). The fake is
 scripted per role ("You are the <role>" in the prompt): a role runs its shell steps, then its final
 message is its verdict as JSON.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -154,6 +156,9 @@ def test_the_whole_loop_on_codex(codex_home):
     builder = spec["steps"][1]["attempts"][0]
     assert builder["cost_usd"] == pytest.approx(2 * (100 * 1.25 + 20 * 10) / 1e6)  # two model turns (the default usage)
     assert builder["progress"]["tool"].startswith("exec_command: mkdir -p src")
+    assert builder["progress"]["cost_usd"] == pytest.approx(builder["cost_usd"])  # live: the configured model's price
+    if shutil.which("bwrap"):  # agent.sandbox "auto": Codex's own bubblewrap nested in iwo-lite's
+        assert home.run_dir(spec_id, 2, "builder", 1).joinpath("sandbox").exists()
     assert "codex" in home.trace(spec_id)
 
 
@@ -301,3 +306,6 @@ def test_a_timeout_kills_the_whole_codex_tree(codex_home):
     assert (spec["gate_reason"], spec["role"]) == ("agent_failed", "builder")
     assert "agent timed out after 4s and was killed" in spec["question"]
     assert processes(cmd=sleep) == [] and home.agent_processes() == []
+    # stopped means stopped: no API call after the kill began (SIGTERM, then the whole tree)
+    killed_at = home.run_dir(spec_id, 2, "builder", 1).joinpath("timed_out").stat().st_mtime
+    assert [r for r in home.codex_requests("builder") if r["time"] > killed_at] == []

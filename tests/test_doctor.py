@@ -66,3 +66,23 @@ def test_doctor_names_unfinished_specs_left_under_another_executor_id(home):
             "`iwo-lite run` recovers them") in out.stdout
     home.env["IWO_EXECUTOR_ID"] = "cafe-wifi"
     assert "none under an executor id other than cafe-wifi" in home.cli("doctor").stdout
+
+
+def test_doctor_checks_each_agent_kind_in_use(home, tmp_path):
+    home.env["COLUMNS"] = "1000"
+    config = (home.root / "config.toml").read_text()
+    (home.root / "config.toml").write_text(
+        config + '\n[roles.reviewer]\nagent = "codex"\n[agents.codex]\ncommand = ["/nonexistent/codex"]\n')
+    out = home.cli("doctor")
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("✓ agent command (json): ") for line in lines)
+    assert any(line.startswith("✓ agent kind: json for planner, builder, tester, deployer, docs") for line in lines)
+    assert any(line.startswith("✗ agent command (codex): /nonexistent/codex not found") for line in lines)
+    assert any(line.startswith("✓ agent kind: codex; permissions: reviewer read (read-only)") for line in lines)
+    # a CODEX_HOME under $TMPDIR breaks Codex's sandbox: said
+    home.env.update(TMPDIR=str(tmp_path), CODEX_HOME=str(tmp_path / "codex-home"))
+    assert "lies under $TMPDIR" in home.cli("doctor").stdout
+    # a kind nobody uses is not checked
+    (home.root / "config.toml").write_text(config)
+    assert "(codex)" not in home.cli("doctor").stdout and "agent kind: codex" not in home.cli("doctor").stdout

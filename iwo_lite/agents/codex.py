@@ -36,6 +36,7 @@ import os
 import re
 import shlex
 import shutil
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,16 @@ def rollout_path(thread_id: str, env: Mapping[str, str]) -> Path | None:
         return None
     found = sorted((codex_home(env) / "sessions").glob(f"*/*/*/rollout-*-{thread_id}.jsonl"))
     return found[-1] if found else None
+
+
+def configured_model(env: Mapping[str, str]) -> str | None:
+    """The `model` of $CODEX_HOME/config.toml (Codex's default for every run), or None."""
+    try:
+        with open(codex_home(env) / "config.toml", "rb") as handle:
+            model = tomllib.load(handle).get("model")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return model if isinstance(model, str) and model else None
 
 
 def price_of(model: str | None, prices: Mapping[str, tuple[float, float, float]]) -> tuple[float, float, float]:
@@ -487,7 +498,8 @@ class CodexAgent:
         return answer_from_result(role, payload, exit_code, stderr_tail)
 
     def stream_reader(self) -> CodexStreamReader:
-        return CodexStreamReader(self, self.model or None)
+        """Live progress, priced at the model this role runs: its `model`, else Codex's configured one."""
+        return CodexStreamReader(self, self.model or configured_model(os.environ))
 
     def tool_events(self, stdout_text: str) -> list[ToolEvent]:
         """One event per command_execution (and file_change) item, in order; a command whose output
