@@ -176,6 +176,8 @@ def test_a_spec_with_the_builder_on_claude_and_the_reviewer_on_codex(codex_home)
     home.submit(spec_id=spec_id)
     home.start()
     spec = done(home, spec_id)
+    assert spec["agent"] == "claude"  # the latest dispatch's (docs); the list shows the same
+    assert [(s["id"], s["agent"]) for s in home.specs()] == [(spec_id, "claude")]
     assert [(s["role"], s["agent"]) for s in spec["steps"]] == [
         ("planner", "claude"), ("builder", "claude"), ("reviewer", "codex"), ("tester", "claude"),
         ("deployer", "claude"), ("docs", "claude")]

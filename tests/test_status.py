@@ -76,7 +76,8 @@ def test_trace_shows_replay_savings_reattach_gates_and_handoffs(lived_home):
     assert "re-attached after restart" in table and "saved by replay" in table
     assert "04-tester.md" in table
     # the agent kind that ran each dispatch, recorded with each attempt (the re-attached one too)
-    assert [s["agent"] for s in trace["steps"]] == ["json"] * 6
+    assert [s["agent"] for s in trace["steps"]] == ["json"] * 6 and trace["agent"] == "json"
+    assert {s["id"]: s["agent"] for s in lived_home.specs()} == {"crashy": "json", "gated": "json", "broken": None}
     assert all(a["agent"] == "json" for s in trace["steps"] for a in s["attempts"])
     assert " agent " in table.splitlines()[[i for i, line in enumerate(table.splitlines()) if "NN" in line][0]]
 

@@ -176,8 +176,9 @@ def current_gate(spec_id: str) -> Op:
 
 SPEC_FIELDS = ("id", "title", "state", "role", "step", "question", "deadline", "updated_at",
                "dispatches", "cost_usd", "error", "created_at", "parent_id", "paused_until", "pause_reason",
-               "gate_reason", "progress", "branch", "head", "budget_usd")
-# progress: the running attempt's, batched by the daemon (iwo_attempts.progress, JSON)
+               "gate_reason", "progress", "branch", "head", "budget_usd", "agent")
+# progress: the running attempt's, batched by the daemon (iwo_attempts.progress, JSON);
+# agent: the kind that ran (or runs) the spec's latest dispatch
 SPEC_QUERY = """
 SELECT s.id, s.title, s.state, s.role, s.step, s.question, s.deadline, s.updated_at,
        (SELECT COUNT(*) FROM iwo_attempts a WHERE a.spec_id = s.id) AS dispatches,
@@ -187,7 +188,9 @@ SELECT s.id, s.title, s.state, s.role, s.step, s.question, s.deadline, s.updated
          AS gate_reason,
        CASE WHEN s.state = 'running' THEN (SELECT a.progress FROM iwo_attempts a WHERE a.spec_id = s.id
          AND a.finished_at IS NULL ORDER BY a.step DESC, a.attempt DESC LIMIT 1) END AS progress,
-       s.branch, s.head, s.budget_usd
+       s.branch, s.head, s.budget_usd,
+       (SELECT a.agent FROM iwo_attempts a WHERE a.spec_id = s.id ORDER BY a.step DESC, a.attempt DESC LIMIT 1)
+         AS agent
 FROM iwo_specs s
 {where}
 ORDER BY s.updated_at DESC, s.id
