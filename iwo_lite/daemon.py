@@ -97,6 +97,7 @@ def acquire_lock(lock_path: Path) -> int:
 
 def check_ready(config: Config) -> sandbox.Choice:
     """What would fail at the first dispatch, said at start-up (UserError, one line); the sandbox the agents get."""
+    durable.check_sqlite(config)  # a Python + SQLite on which DBOS cannot write its tables
     if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
         raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
     confined = sandbox.choose(config.agent.sandbox)

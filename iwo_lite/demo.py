@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from iwo_lite.config import load_config
+from iwo_lite.errors import UserError
+from iwo_lite.store import sqlite_compat
 from iwo_lite.store.specs import FINAL_STATES
 
 SAMPLE_SPEC = """# Greet people by name
@@ -50,6 +52,9 @@ def run_demo() -> int:
     from iwo_lite.status import list_specs, spec_trace, specs_table, trace_view
     from iwo_lite.intake import load_spec, submit
 
+    refused = sqlite_compat.refusal()  # the demo's daemon would not get far: say why before starting
+    if refused:
+        raise UserError(refused)
     console = Console()
     home = Path(tempfile.mkdtemp(prefix="iwo-lite-demo-"))
     _write_config(home)

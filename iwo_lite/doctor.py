@@ -1,6 +1,7 @@
 """`iwo-lite doctor`: check the setup and say what is wrong and how to fix it.
 
-Owns the checks: config (already loaded by the time we run), agent command on PATH, workdir,
+Owns the checks: config (already loaded by the time we run), the Python and SQLite versions (and
+whether DBOS can work with them: store/sqlite_compat.py), agent command on PATH, workdir,
 the workspace (git installed, the workdir a repository, a worktree can be made: a throwaway one is
 made and removed under <home>/worktrees),
 database (integrity, WAL, mode 0600, migrations, unfinished specs of another replay version),
@@ -21,6 +22,7 @@ from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, first_line
 from iwo_lite.home import Home, daemon_pid
 from iwo_lite.store import One, Store, checkpoints
 from iwo_lite.store import specs as spec_rows
+from iwo_lite.store import sqlite_compat
 from iwo_lite.store import workers as worker_rows
 from iwo_lite.store.schema import MIGRATIONS
 
@@ -30,6 +32,7 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
     results: list[tuple[bool, str, str]] = []
     source = config.config_path or "built-in defaults (no config file)"
     results.append((True, f"config: {source}", ""))
+    results.append(_sqlite_check(config))
     results += _agent_checks(config)
     results.append(_sandbox_check(config))
     results.append((config.workdir.is_dir(), f"workdir: {config.workdir}",
@@ -50,6 +53,15 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
     else:
         results.append((True, "telegram: not configured (answers from the shell only)", ""))
     return results
+
+
+def _sqlite_check(config: Config) -> tuple[bool, str, str]:
+    """The Python and SQLite versions, and whether DBOS can write its tables with them."""
+    found = sqlite_compat.problem() if config.db_path is not None else None
+    if found is None:
+        return True, sqlite_compat.describe(), ""
+    what, remedy = found
+    return False, what, remedy
 
 
 def _git_checks(config: Config) -> list[tuple[bool, str, str]]:

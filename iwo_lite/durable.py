@@ -12,6 +12,10 @@ internals iwo-lite needs that have no public form, behind one shim (`Internals`)
 * slowing the polls of DBOS's own background threads that have no setting (quiet when idle);
 * finding a workflow left PENDING with nothing running it, and handing it back to be replayed.
 
+Every SQLite connection DBOS opens (its engines: launch, migrate, the client) gets, when the
+SQLite library lacks it, the `unixepoch('subsec')` DBOS 3.4 writes on Python >= 3.12
+(store/sqlite_compat.py says why): a SQLAlchemy "connect" listener on every Engine.
+
 Importing this module costs ~0.6 s (SQLAlchemy, psycopg): commands that can answer without
 DBOS (`status`, `doctor`, answers) never import it.
 """
@@ -21,14 +25,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from typing import Any
 
+import sqlalchemy
 from dbos import DBOS, DBOSClient, DBOSConfig, DBOSPortableJSONSerializer, SetWorkflowID
 from dbos import error as dbos_error
 
 from iwo_lite import store
 from iwo_lite.config import Config
+from iwo_lite.errors import UserError
 from iwo_lite.home import Home
+from iwo_lite.store import sqlite_compat
 from iwo_lite.store.checkpoints import APP_NAME, QUEUE_NAME, REPLAY_VERSION
 
 WorkflowCancelled = dbos_error.DBOSWorkflowCancelledError
@@ -57,6 +65,22 @@ MAX_RECOVERY_ATTEMPTS = 1_000_000
 
 step = DBOS.step
 workflow = DBOS.workflow
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+def _sqlite_functions(dbapi_connection, _record) -> None:
+    """Each new SQLite connection of any engine (DBOS creates its own): unixepoch with 'subsec'."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        sqlite_compat.install(dbapi_connection)
+
+
+def check_sqlite(config: Config) -> None:
+    """UserError (one line, with the remedy) when DBOS cannot work on this Python with this SQLite."""
+    if config.db_path is None:
+        return  # Postgres
+    refused = sqlite_compat.refusal()
+    if refused:
+        raise UserError(refused)
 
 
 def notification_poll_s() -> float:
@@ -89,6 +113,7 @@ def prepare_database(config: Config) -> None:
     On Postgres DBOS.migrate creates the database itself when the role may (CREATEDB), and
     DBOS's tables in schema `dbos`; ours go in schema `iwo`.
     """
+    check_sqlite(config)
     Home(config.home).create()
     logging.getLogger("dbos").setLevel(logging.WARNING)
     if not store.is_postgres(config.database_url):

@@ -2,7 +2,9 @@
 
 Owns opening the file read-write (autocommit, busy timeout), read-only (`mode=ro`, for
 `status`), and asynchronously (aiosqlite, for the daemon, so its event loop never blocks on
-SQLite), and creating it (mode 0600, WAL). Postgres has the same faces in store/pg.py.
+SQLite), and creating it (mode 0600, WAL). Each connection gets SQLite 3.42's
+`unixepoch(..., 'subsec')` where the library lacks it (store/sqlite_compat.py), as DBOS's do, so
+SQL reads and writes the same on every SQLite. Postgres has the same faces in store/pg.py.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
+from iwo_lite.store import sqlite_compat
 from iwo_lite.store.schema import migrate_sqlite
 
 BUSY_TIMEOUT_MS = 10_000
@@ -21,6 +24,7 @@ BUSY_TIMEOUT_MS = 10_000
 def connect(db_path: Path) -> sqlite3.Connection:
     """A read-write connection in autocommit mode with a busy timeout."""
     conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    sqlite_compat.install(conn)  # before any statement: a function cannot be replaced while one is open
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.row_factory = sqlite3.Row
     return conn
@@ -30,6 +34,7 @@ def connect_readonly(db_path: Path) -> sqlite3.Connection:
     """A read-only connection (`mode=ro`): any write through it fails."""
     conn = sqlite3.connect(f"file:{quote(str(db_path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                            isolation_level=None)
+    sqlite_compat.install(conn)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA query_only=1")
     conn.row_factory = sqlite3.Row
@@ -69,6 +74,7 @@ class AsyncConnection:
         import aiosqlite
 
         conn = await aiosqlite.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        await sqlite_compat.install_async(conn)  # before any statement (see connect)
         await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.row_factory = sqlite3.Row
         return cls(conn)
