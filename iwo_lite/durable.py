@@ -23,6 +23,7 @@ DBOS (`status`, `doctor`, answers) never import it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import sqlite3
@@ -135,9 +136,69 @@ async def launch(config: Config) -> None:
     they go through DBOS's internal queue, polled every second for RECOVERY_WINDOW_S, then slower)."""
     DBOS(config=dbos_config(config))
     Internals.quiet()
+    quiet_expected()
     DBOS.launch()
     await DBOS.register_queue_async(QUEUE_NAME, polling_interval_sec=QUEUE_POLL_S)
     asyncio.get_running_loop().call_later(RECOVERY_WINDOW_S, Internals.quiet_internal_queue)
+
+
+class ExpectedConditions(logging.Filter):
+    """An expected condition logged with its traceback becomes one line (a traceback in the
+    daemon's log means a bug): a cancelled workflow or task, a full disk, DBOS's per-task notes as
+    the daemon stops, and a step's retries and its final failure (the spec records that error in
+    one line, `status ID` shows it, `resume` retries it; `iwo-lite --debug run` keeps the
+    tracebacks of those two)."""
+
+    SHUTDOWN_NOISE = "Asyncio task cancelled for workflow or step"  # DBOS, per task, as the daemon stops
+    RETRY = "Step being automatically retried"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if record.name.startswith("dbos") and text.startswith(self.SHUTDOWN_NOISE):
+            return False  # the daemon says "stopping" itself
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+        failed_step = isinstance(error, StepRetriesExceeded) or text.startswith(self.RETRY)
+        if expected(error) or (failed_step and not debug):
+            last = (getattr(error, "errors", None) or [None])[-1]
+            cause = (f"step {error.step_name} failed {error.max_retries} times; last: {type(last).__name__}: "
+                     f"{_first_line(last)}" if isinstance(error, StepRetriesExceeded) and last is not None
+                     else f"{type(error).__name__}: {_first_line(error)}")
+            record.msg, record.args = f"{record.getMessage().rstrip().rstrip(':')}: {cause}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def expected(error: BaseException) -> bool:
+    """A cancelled workflow or task, or a full disk (anywhere in the chain of causes)."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, (WorkflowCancelled, dbos_error.DBOSAwaitedWorkflowCancelledError,
+                              asyncio.CancelledError)):
+            return True
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "disk is full" in str(error) or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__ or getattr(error, "orig", None)
+        seen += 1
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def quiet_expected() -> None:
+    """ExpectedConditions on DBOS's logger (its records go to its own handler) and on every handler
+    of the root logger (ours, asyncio's, the notifiers')."""
+    condition = ExpectedConditions()
+    for target in [logging.getLogger("dbos"), *logging.getLogger().handlers]:
+        if not any(isinstance(f, ExpectedConditions) for f in target.filters):
+            target.addFilter(condition)
 
 
 def destroy() -> None:

@@ -123,6 +123,8 @@ def test_a_full_disk_during_a_dispatch_waits_for_room_and_pays_once(small_disk, 
         filler.unlink()
         home.wait_state(spec_id, "done", timeout=90)
         assert home.role_counts(spec_id) == DEFAULT_ROLE_COUNTS  # the finished call was never paid again
+        log = home.daemon_logs()
+        assert "Traceback" not in log, log[-6000:]  # an expected condition: one line each, no traceback
     finally:
         home.cleanup()
 
@@ -421,3 +423,66 @@ def test_cancel_after_a_wrapper_died_says_stopped_only_when_every_attempt_s_proc
     assert "stopped 1 agent run" in out, out
     alive = [pid for line in (first, second) for pid in (line["pid"], line["child_pid"]) if pid_alive(pid)]
     assert alive == [], f"still running after cancel said {out!r}: {alive}"
+
+
+# -- the daemon's log: an expected condition is one line; a traceback means a bug --------------------
+
+def test_ordinary_events_write_no_traceback_into_the_daemon_log(home):
+    """cancel mid-dispatch (DBOS cancels the workflow inside its steps), a spec whose agent fails for
+    good (a gate), a spec that fails (a step failing every retry: its handoff directory is a file),
+    Telegram unreachable, SIGTERM, then SIGINT to a second daemon: one line each."""
+    cfg = home.root / "config.toml"
+    cfg.write_text(cfg.read_text() + '\n[telegram]\nallowed_chat_ids = [42]\nbase_url = "http://127.0.0.1:9/bot"\n')
+    home.env["IWO_TELEGRAM_TOKEN"] = "123:abc"
+    home.scenario({"specs": {"hang": {"roles": {"builder": [{"mode": "hang"}]}},
+                             "bad": {"roles": {"planner": [{"mode": "garbage"}]}},
+                             "slow": {"roles": {"planner": [{"sleep": 30}]}}}})
+    hang = home.submit(home.spec_file("hang.md", "# Hang\n"), "hang")
+    bad = home.submit(home.spec_file("bad.md", "# Bad\n"), "bad")
+    broken = home.submit(home.spec_file("broken.md", "# Broken\n"), "broken")
+    handoffs = home.root / "specs" / broken / "handoffs"
+    shutil.rmtree(handoffs, ignore_errors=True)
+    handoffs.parent.mkdir(parents=True, exist_ok=True)
+    handoffs.write_text("not a directory")
+    first = home.start()
+    wait_for(lambda: home.started("builder", hang), 60)
+    home.wait_state(bad, "waiting")
+    home.wait_state(broken, "failed")
+    assert "stopped 1 agent run" in home.cli("cancel", hang, check=True).stdout
+    time.sleep(3)
+    slow = home.submit(home.spec_file("slow.md", "# Slow\n"), "slow")
+    wait_for(lambda: home.started("planner", slow), 60)
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(30) == 0
+    second = home.start()
+    time.sleep(4)
+    second.proc.send_signal(signal.SIGINT)
+    second.proc.wait(30)
+    for daemon in (first, second):
+        log = daemon.log()
+        assert "Traceback" not in log, log[-8000:]
+        assert "SIG" in log
+    assert "step dispatch failed 4 times; last: FileExistsError" in first.log()
+
+
+def test_a_full_disk_between_steps_writes_one_line_not_a_traceback(small_disk, tmp_path):
+    """The disk fills while dispatches finish and the next ones start (database writes, handoffs, run
+    directories all fail with ENOSPC), then room comes back: no traceback in the log, nothing paid twice."""
+    home = IwoHome(small_disk / "home")
+    home.log = tmp_path / "fake-claude.log"
+    home.env["FAKE_CLAUDE_LOG"] = str(home.log)
+    try:
+        home.scenario({"default": {"sleep": 0.3}})
+        spec_id = home.submit()
+        daemon = home.start()
+        wait_for(lambda: starts(home, "planner"), 60)
+        filler = small_disk / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=100"], capture_output=True)
+        time.sleep(8)
+        filler.unlink()
+        home.wait_state(spec_id, "done", timeout=120)
+        assert home.role_counts(spec_id) == DEFAULT_ROLE_COUNTS
+        log = daemon.log()
+        assert "Traceback" not in log, log[-8000:]
+    finally:
+        home.cleanup()
