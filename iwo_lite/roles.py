@@ -56,7 +56,15 @@ ROLE_BRIEFS = {
     "docs": "Update the documentation for the change.",
 }
 
-PROMPT_HANDOFF_BUDGET = 60_000  # characters of earlier handoffs carried in full
+# A prompt is bounded: besides the spec (at most 1 MiB, checked at submit) and the role's brief it
+# carries at most PROMPT_HANDOFF_BUDGET characters of handoffs in full (the newest), then
+# PROMPT_SUMMARIES_BUDGET of older ones' summaries (each clipped to PROMPT_SUMMARY_MAX), and
+# PROMPT_ANSWERS_BUDGET of human answers (the newest first), and says what it left out
+# (README "The agent process").
+PROMPT_HANDOFF_BUDGET = 60_000  # characters of the newest handoffs carried in full
+PROMPT_SUMMARIES_BUDGET = 20_000  # characters of the older handoffs' summaries
+PROMPT_SUMMARY_MAX = 2_000  # characters of one older handoff's summary
+PROMPT_ANSWERS_BUDGET = 20_000  # characters of the human answers
 
 
 @dataclass(frozen=True)
@@ -124,9 +132,7 @@ def render_prompt(
         parts += _bounded_handoffs(handoffs)
     if answers:
         parts += ["## Answers from the human", ""]
-        for answer in answers:
-            note = f": {answer['note']}" if answer.get("note") else ""
-            parts.append(f"- to the {answer['role']}'s question ({answer['gate']}): {answer['answer']}{note}")
+        parts += _bounded_answers(answers)
         parts.append("")
     parts += [
         "## How to answer",
@@ -137,18 +143,63 @@ def render_prompt(
 
 
 def _bounded_handoffs(handoffs: list[dict]) -> list[str]:
-    budget = PROMPT_HANDOFF_BUDGET
+    """The newest handoffs in full within PROMPT_HANDOFF_BUDGET, then the older ones by their
+    (clipped) summary within PROMPT_SUMMARIES_BUDGET; what is cut is said, with where the files are."""
+    budget, summaries = PROMPT_HANDOFF_BUDGET, PROMPT_SUMMARIES_BUDGET
     rendered: list[list[str]] = []
+    left_out: list[str] = []
+    clipped = by_summary = 0
+    in_full = True  # the newest are carried in full until one does not fit; the older ones by summary
     for handoff in reversed(handoffs):
         header = f"### {handoff['name']} — verdict: {handoff['verdict']}"
-        text = handoff.get("text") or ""
-        if len(text) <= budget:
+        text = (handoff.get("text") or "").rstrip()
+        in_full = in_full and len(text) <= budget
+        if in_full:
             budget -= len(text)
-            rendered.append([header, text.rstrip(), ""])
-        else:
-            budget = 0
-            rendered.append([header, f"(summary only) {handoff.get('summary') or ''}", ""])
-    return [line for block in reversed(rendered) for line in block]
+            rendered.append([header, text, ""])
+            continue
+        summary = handoff.get("summary") or ""
+        if len(summary) > PROMPT_SUMMARY_MAX:
+            summary, clipped = summary[:PROMPT_SUMMARY_MAX] + " […]", clipped + 1
+        if len(summary) > summaries:
+            left_out.append(handoff["name"])
+            summaries = 0
+            continue
+        summaries -= len(summary)
+        by_summary += 1
+        rendered.append([header, f"(summary only) {summary}", ""])
+    lines = [line for block in reversed(rendered) for line in block]
+    if by_summary or left_out:
+        cut = [f"{by_summary} older handoff(s) by their summary only"] if by_summary else []
+        if clipped:
+            cut.append(f"{clipped} summary(ies) clipped at {PROMPT_SUMMARY_MAX:,} characters")
+        if left_out:
+            cut.append(f"{len(left_out)} oldest handoff(s) left out ({', '.join(reversed(left_out[:3]))}"
+                       f"{', ...' if len(left_out) > 3 else ''})")
+        lines += [f"(Cut to bound the prompt: {'; '.join(cut)} — handoffs in full up to "
+                  f"{PROMPT_HANDOFF_BUDGET:,} characters, summaries up to {PROMPT_SUMMARIES_BUDGET:,}. Every "
+                  "handoff is in full in $IWO_HANDOFF_DIR.)", ""]
+    return lines
+
+
+def _bounded_answers(answers: list[dict]) -> list[str]:
+    """The human answers within PROMPT_ANSWERS_BUDGET, the newest kept first; what is cut is said."""
+    budget = PROMPT_ANSWERS_BUDGET
+    kept: list[str] = []
+    for answer in reversed(answers):
+        note = f": {answer['note']}" if answer.get("note") else ""
+        line = f"- to the {answer['role']}'s question ({answer['gate']}): {answer['answer']}{note}"
+        if len(line) > budget:
+            if budget < 200:
+                break
+            line = line[:budget - 40] + " […] (cut: over the budget)"
+        kept.append(line)
+        budget -= len(line) + 1
+    lines = list(reversed(kept))
+    if len(kept) < len(answers) or any(line.endswith("(cut: over the budget)") for line in kept):
+        lines.append(f"(Cut to fit the prompt's {PROMPT_ANSWERS_BUDGET:,}-character budget for answers: "
+                     f"{len(answers) - len(kept)} older answer(s) left out, the newest kept.)")
+    return lines
 
 
 def gate_question(outcome: dict, reason: str, reworks: int, max_rework: int) -> str:

@@ -78,3 +78,30 @@ def test_gate_questions_say_why_and_what_each_answer_does():
     assert "gone back to the builder 4 times" in gate_question(outcome, "rework_limit", 4, 3)
     assert "failed after 3 attempt(s): timed out" in gate_question(outcome, "agent_failed", 0, 3)
     assert gate_question(dict(outcome, question="Ship?"), "blocker", 0, 3) == "Ship?"
+
+
+def test_the_prompt_is_bounded_however_long_the_handoffs_summaries_and_answers_and_says_what_was_cut():
+    """A 1 MiB spec with six reworks whose handoffs and summaries are long (the prompt once grew from
+    1.05 to 1.7 MB): everything but the spec and the brief stays within the documented budgets."""
+    spec = "s" * 2**20
+    handoffs = [{"name": f"{n:02d}-{'builder' if n % 2 else 'reviewer'}", "verdict": "changes",
+                 "summary": "S" * 300_000, "text": "T" * 500_000} for n in range(1, 14)]
+    answers = [{"role": "reviewer", "gate": f"s#{n:02d}", "answer": "revise", "note": "N" * 50_000}
+               for n in range(1, 8)]
+    prompt = render_prompt(role="builder", spec_id="s", step=14, spec_text=spec, brief="brief",
+                           handoffs=handoffs, answers=answers)
+    bound = (roles.PROMPT_HANDOFF_BUDGET + roles.PROMPT_SUMMARIES_BUDGET + roles.PROMPT_ANSWERS_BUDGET
+             + 100 * (len(handoffs) + len(answers)) + 2_000)
+    assert len(prompt) - len(spec) <= bound, len(prompt) - len(spec)
+    assert spec in prompt  # the spec itself is never cut
+    assert "(Cut to bound the prompt:" in prompt and "oldest handoff(s) left out" in prompt
+    assert "clipped at 2,000 characters" in prompt and "$IWO_HANDOFF_DIR" in prompt
+    assert "older answer(s) left out, the newest kept" in prompt
+    assert "(s#07): revise: NNN" in prompt  # the newest answer is there
+
+
+def test_a_prompt_within_the_budgets_says_nothing_was_cut():
+    handoffs = [{"name": "01-planner", "verdict": "done", "summary": "plan", "text": "PLAN"}]
+    prompt = render_prompt(role="builder", spec_id="s", step=2, spec_text="x", brief=None, handoffs=handoffs,
+                           answers=[{"role": "reviewer", "gate": "s#01", "answer": "approve"}])
+    assert "Cut to" not in prompt
