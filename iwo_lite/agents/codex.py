@@ -44,6 +44,7 @@ from pathlib import Path
 from iwo_lite.agents.answer import AgentAnswer, answer_from_result, classify_stderr
 from iwo_lite.agents.base import Session, SessionKey
 from iwo_lite.agents.events import ToolEvent, event
+from iwo_lite.numbers import checked_count
 from iwo_lite.roles import VERDICTS
 from iwo_lite.text import clip
 
@@ -151,7 +152,9 @@ def cost_of(usage: Mapping, model: str | None, prices: Mapping[str, tuple[float,
 
 
 def _count(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 0.0
+    """A token count Codex reported, when believable (numbers.checked_count: NaN, inf, negative or
+    absurd counts are 0), so a cost from tokens is always finite and sane."""
+    return float(checked_count(value) or 0)
 
 
 def _events(text: str):

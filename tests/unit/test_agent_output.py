@@ -109,3 +109,12 @@ def test_the_stream_s_progress_never_holds_a_bad_cost_or_count():
 def test_json_text_never_writes_nan_or_infinity():
     text = json_text({"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": float("-inf")}})
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -5, 10**15, "7", True])
+def test_codex_s_cost_from_tokens_is_finite_and_sane_whatever_the_counts(bad):
+    from iwo_lite.agents.codex import cost_of
+
+    cost = cost_of({"input_tokens": bad, "cached_input_tokens": bad, "output_tokens": 10},
+                   "gpt-5", {"*": (1.0, 0.1, 10.0)})
+    assert _math.isfinite(cost) and cost == pytest.approx(10 * 10.0 / 1_000_000)
