@@ -486,3 +486,20 @@ def test_a_full_disk_between_steps_writes_one_line_not_a_traceback(small_disk, t
         assert "Traceback" not in log, log[-8000:]
     finally:
         home.cleanup()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_agent_orphaned_while_the_daemon_was_down_is_stopped_before_the_next_attempt(home):
+    """kill -9 of the daemon, then SIGKILL of the wrapper: at the next start the run has no exit status
+    and no live wrapper; its still-running agent and child are stopped before attempt 2 starts."""
+    home.configure(retries=2)
+    home.scenario({"roles": {"builder": [{"attempts": {"1": {"mode": "spawn_child"}}}]}})
+    spec_id = home.submit()
+    daemon = home.start()
+    first = wait_for(lambda: _builder_start(home, 1), 60)
+    daemon.kill9()
+    os.kill(_parent_of(first["pid"]), signal.SIGKILL)
+    home.start()
+    wait_for(lambda: _builder_start(home, 2), 60, "the next attempt")
+    assert not pid_alive(first["pid"]) and not pid_alive(first["child_pid"])
+    home.wait_state(spec_id, "done")

@@ -205,3 +205,21 @@ def test_a_path_no_systemd_unit_can_name_is_refused(tmp_path):
     for home in (tmp_path / "line\nbreak", tmp_path / "trailing\\"):
         with pytest.raises(UserError, match="a systemd unit cannot name this path"):
             systemd_unit(["/usr/bin/python3", "run"], home, tmp_path, "/usr/bin")
+
+
+def test_a_run_s_awake_time_is_the_monotonic_clock_of_its_boot_else_the_wall_clock(tmp_path):
+    """agent.timeout counts time the machine was awake: `launch` records the monotonic clock with the
+    boot it belongs to; from another boot (or an older launch file) the wall clock is all there is."""
+    import os as _os
+    import time as _time
+
+    from iwo_lite.runs.journal import RunDir, boot_id, launch_text
+
+    run = RunDir(tmp_path)
+    (tmp_path / "launch").write_text(launch_text("2026-12-05T00:00:00.000Z"))
+    assert run.awake_since_launch() < 5
+    (tmp_path / "launch").write_text(f"x\nmonotonic {_time.monotonic() - 100:.3f} {boot_id() or '-'}\n")
+    assert 99 < run.awake_since_launch() < 110  # counted on this boot's monotonic clock
+    (tmp_path / "launch").write_text(f"x\nmonotonic {_time.monotonic() - 100:.3f} another-boot\n")
+    _os.utime(tmp_path / "launch", (_time.time() - 3600, _time.time() - 3600))
+    assert 3590 < run.awake_since_launch() < 3700  # not this boot: the wall clock since the file was written
