@@ -64,6 +64,9 @@ def resume(config: Config, args: argparse.Namespace) -> int:
     durable.prepare_database(config)
     with Store.open(config.database_url) as store:
         failed_step = store.run(checkpoints.first_failed_step(args.spec_id))
+        elsewhere = store.run(checkpoints.resumed_elsewhere(args.spec_id))
+    if elsewhere is not None and not (state == "failed" and failed_step is not None):
+        raise UserError(elsewhere)  # a rewind re-runs the failed step under this build's version; a resume would not
     with durable.Client(config) as client:
         if state == "failed" and failed_step is not None:
             client.rewind(args.spec_id, failed_step)  # a failed step's error would replay: run it again

@@ -302,6 +302,10 @@ def test_an_answer_to_a_spec_this_build_does_not_run_says_so_and_changes_nothing
         assert out.returncode == 2 and "replay version iwo-replay-1" in out.stderr, out
         assert len(out.stderr.strip().splitlines()) == 1
     assert home.state(spec_id) == "waiting" and home.spec(spec_id)["gates"][-1]["answer"] is None
+    home.cli("cancel", spec_id, check=True)  # a cancelled spec of that version cannot be resumed here either
+    out = home.cli("resume", spec_id)
+    assert out.returncode == 2 and "replay version iwo-replay-1" in out.stderr and "`resume`" in out.stderr, out
+    assert home.state(spec_id) == "cancelled"
 
 
 # -- a laptop that sleeps: time limits count awake time; a finished run is collected first -------------

@@ -84,6 +84,18 @@ def other_versions() -> Op:
     return [(r["version"], r["n"]) for r in rows]
 
 
+def resumed_elsewhere(spec_id: str) -> Op:
+    """Why `resume` of `spec_id` would not take effect under this build (a workflow of another replay
+    version goes back to a queue only that build takes from), or None."""
+    row = yield One("SELECT application_version AS version FROM workflow_status WHERE workflow_uuid = ?"
+                    " AND COALESCE(application_version, '') <> ?", (spec_id, REPLAY_VERSION))
+    if row is None:
+        return None
+    return (f"{spec_id}: its workflow is of replay version {row['version']}, which this build ({REPLAY_VERSION})"
+            " does not run, so `resume` would not take effect: resume it with the build that started it"
+            " (README \"Upgrades and the replay version\")")
+
+
 def run_elsewhere(spec_id: str) -> Op:
     """Why an answer to `spec_id` cannot take effect under this build (its unfinished workflow
     belongs to another replay version, which this build's DBOS never recovers), or None."""
