@@ -13,9 +13,10 @@ Inside, the whole file system is read-only, except:
 
 * the directory the dispatch works in (the spec's worktree, or `workdir` in shared mode);
 * for a worktree, the least git needs to commit on the worktree's branch: the worktree's admin
-  directory (`.git/worktrees/<id>`), `.git/objects`, and the directory of its branch's ref and
-  reflog (`refs/heads/iwo/`, `logs/refs/heads/iwo/`) with every *other* entry of those bound
-  read-only over itself (so another branch cannot be moved; `main` lives in `refs/heads/` or
+  directory (`.git/worktrees/<id>`) and `.git/objects`; the branch's ref and reflog directories
+  (`refs/heads/iwo/`, `logs/refs/heads/iwo/`) are private directories of the run holding only
+  its own ref (`prepare_branch`), applied to the real branch when the run is collected
+  (`sync_branch`): no other ref can be moved or made (`main` lives in `refs/heads/` or
   `packed-refs`, both read-only);
 * a private `/tmp` (a fresh tmpfs; paths under /tmp the agent needs stay visible, read-only);
 * the attempt's own run directory, and the agent CLI's own state (`writable_state` of the kind:
@@ -118,6 +119,7 @@ class Confinement:
     db_path: Path | None = None  # the SQLite database, hidden wherever it is
     empty_file: Path | None = None  # an empty read-only file to hide files with
     visible: tuple[str, ...] = ()  # paths under /tmp to keep (read-only), e.g. the agent's executable
+    branch: dict | None = None  # prepare_branch: the one ref the agent may move
     env: Mapping[str, str] = field(default_factory=dict)  # HOME for "~"
 
 
@@ -131,34 +133,90 @@ def _under(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
-def git_writable(cwd: Path) -> tuple[list[Path], list[Path], str | None]:
-    """For a git worktree at `cwd`: (directories git must write to commit on its branch, entries
-    of those directories to keep read-only, the repository's common dir). Empty for anything else
-    (a main checkout in shared mode is writable as a whole)."""
+def git_writable(cwd: Path) -> tuple[list[Path], str | None, str | None]:
+    """For a git worktree at `cwd`: (the directories git must write to commit in it: its admin
+    directory and the objects; the repository's common dir; the worktree's branch ref, e.g.
+    "refs/heads/iwo/s1", or None when detached). Nothing for anything else (a main checkout in
+    shared mode is writable as a whole)."""
     dotgit = cwd / ".git"
     try:
         text = dotgit.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
-        return [], [], None
+        return [], None, None
     if not text.startswith("gitdir:"):
-        return [], [], None
+        return [], None, None
     admin = (cwd / text[len("gitdir:"):].strip()).resolve()
     try:
         common = (admin / (admin / "commondir").read_text(encoding="utf-8").strip()).resolve()
         head = (admin / "HEAD").read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
-        return [admin], [], None
-    rw, keep = [admin, common / "objects"], []
-    if head.startswith("ref: refs/heads/"):
-        ref = head[len("ref: "):]
-        name = ref.rsplit("/", 1)[-1]
-        for base in (common, common / "logs"):
-            folder = (base / ref).parent
-            folder.mkdir(parents=True, exist_ok=True)
-            rw.append(folder)
-            keep += [folder / entry for entry in sorted(os.listdir(folder))
-                     if entry not in (name, name + ".lock")]
-    return rw, keep, str(common)
+        return [admin], None, None
+    ref = head[len("ref: "):] if head.startswith("ref: refs/heads/") else None
+    return [admin, common / "objects"], str(common), ref
+
+
+def ref_value(common: str, ref: str) -> str | None:
+    """The commit `ref` points at in the repository whose common dir is `common` (loose, else packed)."""
+    try:
+        value = (Path(common) / ref).read_text(encoding="ascii").strip()
+        if _is_sha(value):
+            return value
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        for line in (Path(common) / "packed-refs").read_text(encoding="utf-8", errors="replace").splitlines():
+            sha, _, name = line.partition(" ")
+            if name.strip() == ref and _is_sha(sha):
+                return sha
+    except OSError:
+        pass
+    return None
+
+
+def _is_sha(text: str) -> bool:
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
+
+
+def prepare_branch(cwd: Path, run_dir: Path) -> dict | None:
+    """The branch the agent may move, kept apart: its ref directory (e.g. `refs/heads/iwo/`) and reflog
+    directory are, inside the sandbox, private directories of the run (`git-refs/`, `git-logs/`) that
+    hold only this branch's ref, at its current value. Every other ref stays out of reach (loose ones
+    unseen, packed ones read-only), and the agent's commits move only the run's copy; `sync_branch`
+    applies it when the run is collected. {"common", "ref", "start", "refs", "logs"} or None."""
+    _, common, ref = git_writable(cwd)
+    if common is None or ref is None:
+        return None
+    start = ref_value(common, ref)
+    name = ref.rsplit("/", 1)[-1]
+    refs, logs = run_dir / "git-refs", run_dir / "git-logs"
+    for folder in (refs, logs, (Path(common) / ref).parent, (Path(common) / "logs" / ref).parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    if start is not None and not (refs / name).exists():
+        (refs / name).write_text(start + "\n")
+    return {"common": common, "ref": ref, "start": start, "refs": str(refs), "logs": str(logs)}
+
+
+def sync_branch(branch: dict | None) -> tuple[str | None, list[str]]:
+    """After a run: move the real branch to where the agent's commits left the run's copy of it (only from
+    the value it had when the run started, and only to a commit); (the new head or None, the other refs the
+    agent made in its private ref directory, which are dropped: not its branch)."""
+    if not branch:
+        return None, []
+    name = branch["ref"].rsplit("/", 1)[-1]
+    try:
+        made = sorted(entry for entry in os.listdir(branch["refs"]) if entry not in (name, name + ".lock"))
+        value = (Path(branch["refs"]) / name).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, []
+    others = [branch["ref"].rsplit("/", 1)[0] + "/" + entry for entry in made]
+    if not _is_sha(value) or value == branch["start"] or ref_value(branch["common"], branch["ref"]) == value:
+        return None, others
+    git = ["git", "--git-dir", branch["common"]]
+    if subprocess.run(git + ["cat-file", "-e", value + "^{commit}"], capture_output=True).returncode != 0:
+        return None, others
+    moved = subprocess.run(git + ["update-ref", "-m", "iwo-lite: the agent's commits (sandbox)", branch["ref"], value,
+                                  branch["start"] or ""], capture_output=True, text=True)
+    return (value if moved.returncode == 0 else None), others
 
 
 @dataclass(frozen=True)
@@ -172,7 +230,7 @@ class Sandbox:
         env = c.env
         home_dir = _expand("~", env)
         tmp = Path("/tmp")
-        git_rw, git_keep, common = git_writable(c.cwd)
+        git_rw, common, _ = git_writable(c.cwd)
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--new-session",
                 "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         # what lives under /tmp and must stay visible (read-only) in the private one
@@ -205,9 +263,9 @@ class Sandbox:
                 args += ["--tmpfs", str(path), "--remount-ro", str(path)]
             elif path.exists() and c.empty_file is not None:
                 args += ["--ro-bind", str(c.empty_file), str(path)]
-        for path in git_keep:  # the other branches' refs and reflogs
-            if path.exists():
-                args += ["--ro-bind", str(path), str(path)]
+        if c.branch:  # the branch's ref and reflog directories: the run's private copies (prepare_branch)
+            args += ["--bind", c.branch["refs"], str((Path(c.branch["common"]) / c.branch["ref"]).parent),
+                     "--bind", c.branch["logs"], str((Path(c.branch["common"]) / "logs" / c.branch["ref"]).parent)]
         for name in AGENT_SOCKETS:
             if name in env:
                 args += ["--unsetenv", name]
@@ -282,19 +340,24 @@ def visible_paths(argv: list[str], env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def for_attempt(config, home: Path, agent, argv: list[str], env: Mapping[str, str], cwd: Path, run_dir: Path,
-                handoff_dir: Path | None) -> list[str]:
-    """`argv` as this attempt runs it: inside the sandbox when `agent.sandbox` resolves to bubblewrap here,
-    else unchanged. OSError when `agent.sandbox = "bwrap"` and bubblewrap cannot run here."""
+                handoff_dir: Path | None) -> tuple[list[str], dict | None]:
+    """`argv` as this attempt runs it, inside the sandbox when `agent.sandbox` resolves to bubblewrap here,
+    and what to journal about it (the run directory's `sandbox` file: {"hidden", "visible", "branch"}), or
+    (argv unchanged, None). OSError when `agent.sandbox = "bwrap"` and bubblewrap cannot run here."""
     choice = choose(config.agent.sandbox, env.get("PATH"))
     if choice.error:
         raise OSError(choice.why)
     if not choice.on:
-        return list(argv)
+        return list(argv), None
     state = getattr(agent, "writable_state", None)
+    cwd, run_dir = Path(cwd).resolve(), Path(run_dir).resolve()
     confinement = Confinement(  # symlinks resolved: bwrap mounts on real directories
-        cwd=Path(cwd).resolve(), run_dir=Path(run_dir).resolve(), home=Path(home).resolve(),
+        cwd=cwd, run_dir=run_dir, home=Path(home).resolve(),
         handoff_dir=Path(handoff_dir).resolve() if handoff_dir is not None else None,
         state=tuple(state(env)) if state else (), rw=tuple(config.agent.sandbox_rw),
         hide=tuple(config.agent.sandbox_hide), db_path=config.db_path, empty_file=empty_file(Path(home)),
-        visible=visible_paths(list(argv), env), env=env)
-    return Sandbox(choice.bwrap).wrap(argv, confinement)
+        visible=visible_paths(list(argv), env), env=env, branch=prepare_branch(cwd, run_dir))
+    journal = {"hidden": hidden_paths(config, Path(home), env),
+               "visible": [str(cwd), str(run_dir)] + ([str(handoff_dir)] if handoff_dir else []),
+               "branch": confinement.branch}
+    return Sandbox(choice.bwrap).wrap(argv, confinement), journal

@@ -57,6 +57,9 @@ class SandboxHome(IwoHome):
         subprocess.run(git + ["-C", str(self.repo), "add", "README.md"], check=True)
         subprocess.run(git + ["-C", str(self.repo), "commit", "-q", "-m", "init"], check=True)
         subprocess.run(["git", "-C", str(self.repo), "branch", "iwo/other"], check=True)  # another spec's branch
+        subprocess.run(["git", "-C", str(self.repo), "branch", "iwo/loose"], check=True)
+        subprocess.run(["git", "-C", str(self.repo), "pack-refs", "--all"], check=True)  # main, iwo/other: packed
+        subprocess.run(["git", "-C", str(self.repo), "branch", "-f", "iwo/loose"], check=True)  # ...iwo/loose: loose
         super().__init__(tmp / "home")
         self.log = self.agent_files / "fake-claude.log"
         self.scenario_path = self.agent_files / "scenario.json"
@@ -72,7 +75,7 @@ class SandboxHome(IwoHome):
             '[approvals]\nremind_every = ""\n')
 
     def main_head(self) -> str:
-        return subprocess.run(["git", "-C", str(self.repo), "rev-parse", "main", "iwo/other"], check=True,
+        return subprocess.run(["git", "-C", str(self.repo), "rev-parse", "main", "iwo/other", "iwo/loose"], check=True,
                               capture_output=True, text=True).stdout
 
     def on_branch(self, spec_id: str, path: str) -> str | None:
@@ -114,7 +117,7 @@ echo built > built.txt
 git add -A && git -c user.name=agent -c user.email=agent@localhost commit -q -m 'builder: its own commit'
 echo '--main-checkout'; echo x > {repo}/escaped.txt
 echo '--move-main'; git update-ref refs/heads/main HEAD
-echo '--other-branch'; git branch -f iwo/other HEAD
+echo '--other-branch'; git branch -f iwo/other HEAD; git branch -f iwo/loose HEAD; git update-ref refs/heads/iwo/future HEAD
 echo '--ssh-key'; cat ~/.ssh/id_rsa; cat ~/.netrc; ls ~/.config/gh
 echo '--database'; echo garbage >> {db}; sqlite3 {db} 'select 1'
 echo '--approve'; {python} -m iwo_lite approve {spec} -m self-approved; echo "approve exit $?"
@@ -150,7 +153,6 @@ def test_a_sandboxed_builder_is_refused_everything_outside_its_worktree_and_bran
     sections = dict(part.split("\n", 1) for part in output.split("--")[1:])
     assert "Read-only file system" in sections["main-checkout"], output
     assert "Read-only file system" in sections["move-main"]
-    assert "Read-only file system" in sections["other-branch"]
     assert "No such file or directory" in sections["ssh-key"]
     assert "Read-only file system" in sections["database"]
     assert KEY not in output, output
@@ -163,7 +165,14 @@ def test_a_sandboxed_builder_is_refused_everything_outside_its_worktree_and_bran
     assert "IS_SANDBOX=1" in output
     # the setsid child ended with the sandbox
     assert processes(cmd="sleep 4242") == []
+    future = subprocess.run(["git", "-C", str(home.repo), "rev-parse", "--verify", "-q", "iwo/future"],
+                            capture_output=True, text=True)
+    assert future.returncode != 0, "a branch made by the agent besides its own was kept"
+    # the refs it made besides its own branch were dropped, and said so: a permission_denied gate
     spec_row = home.spec(spec)
+    assert (spec_row["state"], spec_row["gate_reason"], spec_row["role"]) == ("waiting", "permission_denied", "builder")
+    for ref in ("refs/heads/iwo/other", "refs/heads/iwo/loose", "refs/heads/iwo/future"):
+        assert ref in spec_row["question"], spec_row["question"]
     assert all(gate.get("note") != "self-approved" for gate in spec_row["gates"])
 
 

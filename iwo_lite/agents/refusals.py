@@ -110,13 +110,15 @@ def result_text(content: object) -> str:
 
 
 def judged(answer, stdout: str, events: list[ToolEvent] | None, hidden: Iterable[str] = (),
-           visible: Iterable[str] = ()):
+           visible: Iterable[str] = (), dropped_refs: Iterable[str] = ()):
     """`answer` (an AgentAnswer) of a run in the sandbox: when the agent claims success while the sandbox
-    refused some of its writes, a "denied" answer naming them (the loop opens a permission_denied gate),
-    as for a tool Claude Code denied. Else `answer` as it was."""
-    if answer.error is not None or not stdout:
+    refused some of its writes (or dropped the refs it made besides its own branch, `dropped_refs`), a
+    "denied" answer naming them (the loop opens a permission_denied gate), as for a tool Claude Code
+    denied. Else `answer` as it was."""
+    if answer.error is not None:
         return answer
-    found = find(stdout, events, hidden, visible)
+    found = find(stdout, events, hidden, visible) if stdout else []
+    found += [{"tool": "git", "input": f"{ref} (not this spec's branch: dropped)", "path": ref} for ref in dropped_refs]
     if not found:
         return answer
     from dataclasses import replace

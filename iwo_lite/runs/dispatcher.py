@@ -406,12 +406,10 @@ class Dispatcher:
                                  resumed_from=resumed, note=note, agent=agent.name)
         argv = agent.argv(request.role, session=session, budget_left_usd=budget_left, run_dir=run.path)
         try:  # inside the OS sandbox (agent.sandbox): the reaper runs bwrap, bwrap runs the agent
-            argv = sandbox.for_attempt(self.config, self.home.root, agent, argv, env, request.cwd, run.path,
-                                       request.handoff_dir)
-            if argv and argv[0].endswith("bwrap"):  # what it hides, for telling its refusals apart (_collect)
-                run.write("sandbox", json.dumps({"hidden": sandbox.hidden_paths(self.config, self.home.root, env),
-                                                 "visible": [str(request.cwd), str(run.path),
-                                                             str(request.handoff_dir)]}))
+            argv, confined = sandbox.for_attempt(self.config, self.home.root, agent, argv, env, request.cwd,
+                                                 run.path, request.handoff_dir)
+            if confined is not None:  # what it hides, and the branch it may move (_collect)
+                run.write("sandbox", json.dumps(confined))
         except OSError as error:
             run.write("stderr", f"iwo-lite could not start the agent: {error}\n")
             run.write("exit", "127\n")
@@ -552,10 +550,11 @@ class Dispatcher:
             elif answer.error and stderr_tail and stderr_tail not in answer.error:
                 answer = replace(answer, error=f"{answer.error}; stderr: {stderr_tail}")
         confined = run.read("sandbox")
-        if confined is not None and stdout:  # writes the OS sandbox refused are never a silent pass
+        if confined is not None:  # the branch the agent moved; writes the sandbox refused are never a silent pass
             seen = json.loads(confined)
-            answer = refusals.judged(answer, stdout, agent.tool_events(stdout), seen.get("hidden", ()),
-                                     seen.get("visible", ()))
+            _, dropped = await asyncio.to_thread(sandbox.sync_branch, seen.get("branch"))
+            answer = refusals.judged(answer, stdout or "", agent.tool_events(stdout or ""), seen.get("hidden", ()),
+                                     seen.get("visible", ()), dropped_refs=dropped)
         if reattached:  # this daemon did not start it: its row gets the pid it sees, and the mark
             await self._record_start(request, attempt, run, reattached=True)
         if progress is None and agent.streams:  # collected after a restart

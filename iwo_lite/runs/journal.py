@@ -15,7 +15,10 @@ Each attempt lives in `runs/<spec>/<NN>-<role>/attempt-<k>/`:
     stalled      written before a run that printed nothing for agent.stall_timeout is killed
     cancelled    written before a run is killed by `iwo-lite cancel`
     sandbox      written when the attempt runs in the OS sandbox (iwo_lite/sandbox.py): JSON
-                 {"hidden", "visible"}, to tell its refusals apart when it is collected
+                 {"hidden", "visible", "branch"}: to tell its refusals apart, and the branch it may
+                 move, applied when it is collected (sandbox.sync_branch)
+    git-refs/    in the sandbox: the attempt's private copy of its branch's ref directory
+    git-logs/    ... and of that branch's reflog directory
 
 The directory is the truth about the attempt: a finished run (an exit status, or a kill
 marker) is collected and never started again; a live run is one whose pid *and* start time

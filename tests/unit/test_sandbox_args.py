@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,18 +50,22 @@ def _pairs(args: list[str], option: str) -> list[str]:
 
 def test_only_the_worktree_its_branch_and_what_git_needs_are_writable(tmp_path):
     c = _layout(tmp_path)
+    c = sandbox.Confinement(**{**c.__dict__, "branch": sandbox.prepare_branch(c.cwd, c.run_dir)})
     args = sandbox.Sandbox("/usr/bin/bwrap").args(c)
     common = tmp_path / "repo" / ".git"
     binds = set(_pairs(args, "--bind"))
     assert {str(c.cwd), str(c.run_dir), str(common / "worktrees" / "s1"), str(common / "objects"),
-            str(common / "refs" / "heads" / "iwo"), str(common / "logs" / "refs" / "heads" / "iwo"),
             str(tmp_path / "user" / ".claude"), str(tmp_path / "user" / ".claude.json")} <= binds
     assert (tmp_path / "user" / ".claude.json").read_text() == "{}\n"  # made for the bind; "" is "corrupted"
-    assert str(common / "refs" / "heads") not in binds and str(common) not in binds
-    read_only = _pairs(args, "--ro-bind")
-    assert str(common / "refs" / "heads" / "iwo" / "other") in read_only  # another spec's branch
-    assert str(common / "logs" / "refs" / "heads" / "iwo" / "other") in read_only
-    assert str(common / "refs" / "heads" / "iwo" / "s1") not in read_only
+    assert not {str(common), str(common / "refs"), str(common / "refs" / "heads")} & binds
+    # the branch's ref and reflog directories are the run's private copies, holding only its own ref
+    assert c.branch == {"common": str(common), "ref": "refs/heads/iwo/s1", "start": "0" * 40,
+                        "refs": str(c.run_dir / "git-refs"), "logs": str(c.run_dir / "git-logs")}
+    assert os.listdir(c.run_dir / "git-refs") == ["s1"] and os.listdir(c.run_dir / "git-logs") == []
+    at = args.index(str(c.run_dir / "git-refs"))
+    assert args[at - 1: at + 2] == ["--bind", str(c.run_dir / "git-refs"), str(common / "refs" / "heads" / "iwo")]
+    at = args.index(str(c.run_dir / "git-logs"))
+    assert args[at + 1] == str(common / "logs" / "refs" / "heads" / "iwo")
     # the home: hidden, then this attempt's run directory and worktree back, then read-only
     at = args.index("--tmpfs", args.index(str(tmp_path / "user" / ".claude.json")))
     assert args[at + 1] == str(c.home)
@@ -68,7 +73,18 @@ def test_only_the_worktree_its_branch_and_what_git_needs_are_writable(tmp_path):
     assert str(c.run_dir) in after and str(c.cwd) in after
     assert after.index("--remount-ro") > after.index(str(c.run_dir))
     assert args[:4] == ["/usr/bin/bwrap", "--die-with-parent", "--unshare-pid", "--new-session"]
-    assert args[-4:] == ["--setenv", "IS_SANDBOX", "1", "--chdir"] or args[-2:] == ["--chdir", str(c.cwd)]
+    assert args[-5:] == ["--setenv", "IS_SANDBOX", "1", "--chdir", str(c.cwd)]
+
+
+def test_a_packed_branch_is_read_from_packed_refs(tmp_path):
+    c = _layout(tmp_path)
+    common = tmp_path / "repo" / ".git"
+    (common / "refs" / "heads" / "iwo" / "s1").unlink()
+    (common / "packed-refs").write_text("# pack-refs with: peeled fully-peeled sorted\n"
+                                        + "1" * 40 + " refs/heads/iwo/s1\n" + "2" * 40 + " refs/heads/main\n")
+    assert sandbox.ref_value(str(common), "refs/heads/iwo/s1") == "1" * 40
+    assert sandbox.prepare_branch(c.cwd, c.run_dir)["start"] == "1" * 40
+    assert (c.run_dir / "git-refs" / "s1").read_text() == "1" * 40 + "\n"
 
 
 def test_credentials_and_key_agents_are_hidden(tmp_path):
