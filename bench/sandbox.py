@@ -8,8 +8,8 @@ child in a session of its own, with a run directory, waited for until it wrote `
   * `python3 -c pass` (an interpreter start, closer to a real CLI's),
 
 each (a) unconfined and (b) wrapped in the sandbox's full command line for a spec worktree of a
-real git repository (the worktree, git's admin dir, objects and ref directories writable with 20
-other specs' refs bound read-only, a private /tmp, the CLI state, the iwo-lite home hidden, the
+real git repository with 20 other specs' branches (the worktree, git's admin dir and objects
+writable, the branch's ref and reflog directories the run's private copies, a private /tmp, the CLI state, the iwo-lite home hidden, the
 credentials list) with a HOME that holds every credential path of the list. The runs are
 interleaved so drift hits both alike. Prints the medians and the difference (goal: <= 20 ms).
 
@@ -55,10 +55,12 @@ def setup(base: Path) -> tuple[sandbox.Confinement, dict]:
             path.mkdir(exist_ok=True)
     (home / "iwo.sqlite").write_text("")
     env = dict(os.environ, HOME=str(user))
+    (home / "runs" / "bench").mkdir(parents=True)
     return sandbox.Confinement(
         cwd=worktree, run_dir=home / "runs" / "bench", home=home, handoff_dir=home / "specs" / "bench" / "handoffs",
         state=(str(user / ".claude"), str(user / ".claude.json")), db_path=home / "iwo.sqlite",
-        empty_file=sandbox.empty_file(home), env=env), env
+        empty_file=sandbox.empty_file(home), env=env,
+        branch=sandbox.prepare_branch(worktree, home / "runs" / "bench")), env
 
 
 def one_run(argv: list[str], run_dir: Path, env: dict, cwd: Path) -> float:
@@ -89,7 +91,6 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="iwo-bench-sandbox-") as tmp:
         confinement, env = setup(Path(tmp))
-        confinement.run_dir.mkdir(parents=True)
         confinement.handoff_dir.mkdir(parents=True)
         (confinement.run_dir / "prompt.md").write_text("hello\n")
         box = sandbox.Sandbox(bwrap)

@@ -130,7 +130,9 @@ def _expand(path: str, env: Mapping[str, str]) -> Path:
 
 
 def _under(path: Path, parent: Path) -> bool:
-    return path == parent or parent in path.parents
+    """`path` is `parent` or lies inside it (by their text: both absolute and normal)."""
+    text, base = str(path), str(parent).rstrip("/")
+    return text == base or text.startswith(base + "/") or base == ""
 
 
 def git_writable(cwd: Path) -> tuple[list[Path], str | None, str | None]:
