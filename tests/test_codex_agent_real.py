@@ -257,7 +257,7 @@ def test_a_refused_write_opens_a_permission_denied_gate(codex_home):
 
 # -- 5. a persistent 429, an invalid key ---------------------------------------------------------------------
 
-def test_a_persistent_429_pauses_and_an_invalid_key_opens_a_gate_at_once(codex_home):
+def test_a_429_and_a_usage_limit_pause_and_an_invalid_key_opens_a_gate_at_once(codex_home):
     home = codex_home()
     home.codex_script([], default=fo.error(429))
     spec_id = home.submit(spec_id="limited")
@@ -271,6 +271,19 @@ def test_a_persistent_429_pauses_and_an_invalid_key_opens_a_gate_at_once(codex_h
     assert len(home.codex_requests()) == count and home.spec(spec_id)["gates"] == []
     (attempt,) = home.attempts(spec_id, 1)
     assert attempt["error_class"] == "rate_limited"
+
+    limited = codex_home()
+    limited.codex_script([], default=fo.usage_limit(3600))
+    spec_id = limited.submit(spec_id="usage-limit")
+    asked = time.time()
+    limited.start()
+    spec = wait_for(lambda: (s := limited.specs()[0])["paused_until"] and s, 60,
+                    lambda: f"never paused\n{limited.daemon_logs()}")
+    from iwo_lite.times import parse_utc
+
+    assert (spec["pause_reason"], spec["gate_reason"], len(limited.codex_requests())) == ("usage limit", None, 1)
+    # "Try again at 2:05 AM." (the minute Codex names) + the spec's 5-60 s: about an hour from the call
+    assert 3600 - 60 <= parse_utc(spec["paused_until"]) - asked <= 3600 + 120
 
     other = codex_home()
     other.codex_script([], default=fo.error(401))

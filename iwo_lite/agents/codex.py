@@ -329,7 +329,9 @@ _TRY_IN = re.compile(r"try again in\s+(?:(?P<d>\d+)\s*days?)?[ ,]*(?:(?P<h>\d+)\
 
 def usage_reset(text: str, now: float | None = None) -> float | None:
     """The epoch of "Try again at 1:39 AM." (local time, the next such moment), "Try again at Dec
-    6th, 2026 1:39 AM." or "Try again in 2 hours 5 minutes"; None when not said."""
+    6th, 2026 1:39 AM." or "Try again in 2 hours 5 minutes"; None when not said. Codex cuts the
+    reset time down to its minute, so a named minute means its end (1:39 AM -> 1:40:00): never
+    earlier than the real reset."""
     now = _dt.datetime.now().timestamp() if now is None else now
     match = _TRY_AGAIN.search(text or "")
     if match:
@@ -345,11 +347,11 @@ def usage_reset(text: str, now: float | None = None) -> float | None:
                     day = None
             if day is None:
                 return None
-            return _dt.datetime.combine(day, _dt.time(hour, int(match.group("minute"))), local.tzinfo).timestamp()
+            return _dt.datetime.combine(day, _dt.time(hour, int(match.group("minute"))), local.tzinfo).timestamp() + 60
         moment = local.replace(hour=hour, minute=int(match.group("minute")), second=0, microsecond=0)
-        if moment.timestamp() < now - 60:
+        if moment.timestamp() + 60 < now:
             moment += _dt.timedelta(days=1)
-        return moment.timestamp()
+        return moment.timestamp() + 60
     match = _TRY_IN.search(text or "")
     if match and any(match.group(k) for k in ("d", "h", "m")):
         return now + 86400 * int(match.group("d") or 0) + 3600 * int(match.group("h") or 0) + 60 * int(match.group("m") or 0)
