@@ -13,7 +13,8 @@ Inside, the whole file system is read-only, except:
 
 * the directory the dispatch works in (the spec's worktree, or `workdir` in shared mode);
 * for a worktree, the least git needs to commit on the worktree's branch: the worktree's admin
-  directory (`.git/worktrees/<id>`) and `.git/objects`; the branch's ref and reflog directories
+  directory (`.git/worktrees/<id>`) and `.git/objects` (new loose objects; `objects/pack` and
+  `objects/info` stay read-only); the branch's ref and reflog directories
   (`refs/heads/iwo/`, `logs/refs/heads/iwo/`) are private directories of the run holding only
   its own ref (`prepare_branch`), applied to the real branch when the run is collected
   (`sync_branch`): no other ref can be moved or made (`main` lives in `refs/heads/` or
@@ -248,6 +249,11 @@ class Sandbox:
         for path in writable:
             if path.exists():
                 args += ["--bind", str(path), str(path)]
+        if common:  # a commit adds loose objects; the packs (most of the history) and objects/info stay read-only
+            for sub in ("pack", "info"):
+                folder = Path(common) / "objects" / sub
+                folder.mkdir(parents=True, exist_ok=True)
+                args += ["--ro-bind", str(folder), str(folder)]
         # the iwo-lite home: an empty read-only tmpfs, then what of it this attempt may see
         args += ["--tmpfs", str(c.home)]
         for path, mode in ((c.handoff_dir, "--ro-bind"), *((p, "--bind") for p in writable), (c.run_dir, "--bind")):

@@ -59,6 +59,7 @@ class SandboxHome(IwoHome):
         subprocess.run(["git", "-C", str(self.repo), "branch", "iwo/other"], check=True)  # another spec's branch
         subprocess.run(["git", "-C", str(self.repo), "branch", "iwo/loose"], check=True)
         subprocess.run(["git", "-C", str(self.repo), "pack-refs", "--all"], check=True)  # main, iwo/other: packed
+        subprocess.run(["git", "-C", str(self.repo), "repack", "-q", "-a", "-d"], check=True)  # the history: a pack
         subprocess.run(["git", "-C", str(self.repo), "branch", "-f", "iwo/loose"], check=True)  # ...iwo/loose: loose
         super().__init__(tmp / "home")
         self.log = self.agent_files / "fake-claude.log"
@@ -118,6 +119,7 @@ git add -A && git -c user.name=agent -c user.email=agent@localhost commit -q -m 
 echo '--main-checkout'; echo x > {repo}/escaped.txt
 echo '--move-main'; git update-ref refs/heads/main HEAD
 echo '--other-branch'; git branch -f iwo/other HEAD; git branch -f iwo/loose HEAD; git update-ref refs/heads/iwo/future HEAD
+echo '--packs'; rm -f $(git rev-parse --git-common-dir)/objects/pack/*.pack; git gc -q
 echo '--ssh-key'; cat ~/.ssh/id_rsa; cat ~/.netrc; ls ~/.config/gh
 echo '--database'; echo garbage >> {db}; sqlite3 {db} 'select 1'
 echo '--approve'; {python} -m iwo_lite approve {spec} -m self-approved; echo "approve exit $?"
@@ -154,6 +156,8 @@ def test_a_sandboxed_builder_is_refused_everything_outside_its_worktree_and_bran
     assert "Read-only file system" in sections["main-checkout"], output
     assert "Read-only file system" in sections["move-main"]
     assert "No such file or directory" in sections["ssh-key"]
+    assert "Read-only file system" in sections["packs"] or "Permission denied" in sections["packs"], output
+    assert list((home.repo / ".git" / "objects" / "pack").glob("*.pack")), "the history was deleted"
     assert "Read-only file system" in sections["database"]
     assert KEY not in output, output
     assert (home.user / ".ssh" / "id_rsa").read_text() == KEY + "\n"
