@@ -5,8 +5,9 @@
 #
 # Reproducible: two builds of the same tree give the same sha256 (tests/test_zipapp.py checks it).
 #   - every version is pinned: the dependencies by requirements.lock, the build tools (shiv,
-#     setuptools) by build/requirements-build.txt, installed into their own venv (build/venv,
-#     created on first use; $IWO_BUILD_VENV to use another one);
+#     setuptools) by build/requirements-build.txt, installed into their own venv, one per Python
+#     minor version (build/venv for the default python3, build/venv-3.12 for PYTHON=python3.12, ...;
+#     created on first use; $IWO_BUILD_VENV to use another one, which must be of $PYTHON's version);
 #   - the iwo-lite wheel is built first, without build isolation, from a clean copy of the
 #     sources (no stale build/ or egg-info), with SOURCE_DATE_EPOCH = the last commit's time;
 #   - pip installs it and the dependencies into a staging directory, and build/normalize_site.py
@@ -19,7 +20,20 @@ cd "$(dirname "$0")/.."
 
 out=${1:-dist/iwo-lite.pyz}
 python=${PYTHON:-python3}
-venv=${IWO_BUILD_VENV:-build/venv}
+minor() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+want=$(minor "$python") || { echo "shiv.sh: PYTHON=$python does not run" >&2; exit 2; }
+if [ -n "${IWO_BUILD_VENV:-}" ]; then
+    venv=$IWO_BUILD_VENV
+elif [ "$want" = "$(minor python3 2>/dev/null || true)" ]; then
+    venv=build/venv
+else
+    venv=build/venv-$want      # the wheels in the zipapp are those of the build venv's Python
+fi
+if [ -x "$venv/bin/python" ] && [ "$(minor "$venv/bin/python")" != "$want" ]; then
+    echo "shiv.sh: $venv is a Python $(minor "$venv/bin/python") venv, but PYTHON=$python is $want:" \
+         "remove it or set IWO_BUILD_VENV to another directory" >&2
+    exit 2
+fi
 umask 022
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
 export SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
