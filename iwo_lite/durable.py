@@ -168,6 +168,9 @@ class ExpectedConditions(logging.Filter):
                      else f"{type(error).__name__}: {_first_line(error)}")
             record.msg, record.args = f"{record.getMessage().rstrip().rstrip(':')}: {cause}", ()
             record.exc_info, record.exc_text = None, None
+            if _cancelled(error) and record.levelno > logging.WARNING:  # `cancel` did it: not an error
+                record.msg = f"a cancelled workflow ended ({type(error).__name__}: {_first_line(error)})"
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -185,6 +188,10 @@ def expected(error: BaseException) -> bool:
         error = error.__cause__ or error.__context__ or getattr(error, "orig", None)
         seen += 1
     return False
+
+
+def _cancelled(error: BaseException) -> bool:
+    return isinstance(error, (WorkflowCancelled, dbos_error.DBOSAwaitedWorkflowCancelledError))
 
 
 def _first_line(error: BaseException) -> str:
