@@ -308,9 +308,9 @@ def test_a_budget_cap_stops_a_codex_spec(codex_home):
     assert [s["role"] for s in spec["steps"]] == ["planner"] and home.codex_requests("builder") == []
 
 
-# -- 7. a timeout kills codex and its command ----------------------------------------------------------------
+# -- 7. a timeout and a cancel kill codex and its command -------------------------------------------------------
 
-def test_a_timeout_kills_the_whole_codex_tree(codex_home):
+def test_a_timeout_and_a_cancel_kill_the_whole_codex_tree(codex_home):
     home = codex_home(agent='timeout = "4s"\nretries = 0\n')
     sleep = f"sleep 3{os.getpid() % 100:02d}.25"
     home.codex_script(codex_loop({"builder": [{"role": "builder", "calls": [fo.shell(f"trap '' TERM; {sleep}")]}]}))
@@ -324,3 +324,11 @@ def test_a_timeout_kills_the_whole_codex_tree(codex_home):
     # stopped means stopped: no API call after the kill began (SIGTERM, then the whole tree)
     killed_at = home.run_dir(spec_id, 2, "builder", 1).joinpath("timed_out").stat().st_mtime
     assert [r for r in home.codex_requests("builder") if r["time"] > killed_at] == []
+    # `iwo-lite cancel` while a command runs: the same, at once
+    other = f"sleep 4{os.getpid() % 100:02d}.5"
+    home.codex_script(codex_loop({"builder": [{"role": "builder", "calls": [fo.shell(other)]}]}))
+    spec_id = home.submit(spec_id="cancelled")
+    wait_for(lambda: processes(cmd=other), 60, "the second builder's sleep")
+    home.cli("cancel", spec_id, check=True)
+    home.wait_state(spec_id, "cancelled", timeout=30)
+    wait_for(lambda: not processes(cmd=other) and not home.agent_processes(), 15, "the cancelled run's processes gone")
