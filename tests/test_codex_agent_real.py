@@ -332,3 +332,23 @@ def test_a_timeout_and_a_cancel_kill_the_whole_codex_tree(codex_home):
     home.cli("cancel", spec_id, check=True)
     home.wait_state(spec_id, "cancelled", timeout=30)
     wait_for(lambda: not processes(cmd=other) and not home.agent_processes(), 15, "the cancelled run's processes gone")
+
+
+# -- 8. a server that never answers: stalled, killed, the thread resumed ----------------------------------------
+
+def test_a_hang_is_killed_as_stalled_and_the_thread_resumed(codex_home):
+    home = codex_home(agent='stall_timeout = "3s"\n')
+    home.codex_script(codex_loop({"planner": [
+        {"role": "planner", "turn": 0, "calls": [fo.shell("echo first-turn")]},
+        {"id": "hang", "role": "planner", "turn": 1, "hang": "headers", "times": 1},
+        {"role": "planner", "min_turn": 1, "text": json.dumps(verdict("planner", "planned"))}]}))
+    spec_id = home.submit(spec_id="stalled")
+    home.start()
+    spec = done(home, spec_id)
+    first, second = home.attempts(spec_id, 1)
+    assert first["error_class"] == "stalled" and "stalled" in first["error"]
+    assert second["resumed_from"] == first["session_id"] == second["session_id"] and second["verdict"] == "done"
+    planner = home.codex_requests("planner")
+    assert [r["turn"] for r in planner] == [0, 1, 1]  # turn 0 not asked again: its output went back with the thread
+    assert "first-turn" in fo.call_outputs(planner[-1]["body"])[0]["output"]
+    assert spec["steps"][0]["summary"] == "planned"
