@@ -55,7 +55,9 @@ running (background tools) is ended the same way before `exit` is written. A pro
 cannot be killed (another user's, e.g. under sudo; stuck in the kernel) is waited for 5 s after
 SIGKILL, then named in `stderr` and `exit` is written anyway. The wrapper's own exit status is
 the status it wrote. If the wrapper itself is SIGKILLed, nothing is written and the tree goes
-on (with a cap, the agent's next write to stdout fails: EPIPE/SIGPIPE): that is `kill_tree`'s job.
+on (with a cap, the agent's next write to stdout fails: EPIPE/SIGPIPE): that is `kill_tree`'s job
+— except in iwo-lite's sandbox (ARGV = `bwrap --die-with-parent --unshare-pid ... -- AGENT`),
+whose whole PID namespace the kernel ends with the wrapper.
 
 Elsewhere (macOS, BSD) there is no subreaper: processes still parented to the tree are found
 with `ps -A -o pid=,ppid=,pgid=,stat=`, and so are those left in the wrapper's process group,
