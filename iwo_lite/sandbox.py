@@ -106,6 +106,14 @@ def choose(mode: str, path: str | None = None) -> Choice:
     return Choice(mode, None, f"agents run unconfined: {why} ({INSTALL})")
 
 
+def unconfined(mode: str, env: Mapping[str, str]) -> str | None:
+    """For an attempt's trace: why it runs unconfined under `agent.sandbox = "auto"`, or None."""
+    choice = choose(mode, env.get("PATH")) if mode == "auto" else None
+    if choice is None or choice.on:
+        return None
+    return "unconfined: " + choice.why.split(": ", 1)[-1]
+
+
 @dataclass(frozen=True)
 class Confinement:
     """What one attempt's sandbox lets through."""

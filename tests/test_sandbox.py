@@ -256,6 +256,8 @@ def test_auto_without_bubblewrap_runs_unconfined_and_says_so(sandbox_home, tmp_p
     assert KEY in home.end_line("builder", spec)["run"]["output"]  # unconfined indeed
     wait_for(lambda: "agents run unconfined" in home.daemons[0].log(), 30, home.daemon_logs)
     home.wait_state(spec, "done", "waiting", "failed", timeout=90)
+    trace = " ".join(home.cli("status", spec).stdout.split())
+    assert "unconfined: bubblewrap (bwrap) is not installed (apt-get install bubblewrap)" in trace, trace
 
     # "bwrap" required: the daemon refuses to start, one line; doctor fails it
     home.daemons[0].stop()

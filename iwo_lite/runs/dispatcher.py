@@ -401,6 +401,8 @@ class Dispatcher:
         # a resumed Codex thread keeps its id; a fresh one is named by the CLI (read from its output)
         session_id = (session.id or session.resume_from) if session else None
         resumed = session.resume_from if session else None
+        unconfined = sandbox.unconfined(self.config.agent.sandbox, env)  # "auto" without bubblewrap: say so
+        note = f"{unconfined}; {note}" if unconfined and note else unconfined or note
         # where, on which host, which session, which agent: recorded before the process exists
         await self._record_start(request, attempt, run, reattached=False, session_id=session_id,
                                  resumed_from=resumed, note=note, agent=agent.name)
