@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _setup_logging(args.debug)
     try:
+        _check_compiled_modules()
         return _dispatch(args) or EXIT_OK
     except (UserError, ConfigError) as error:
         if args.debug:
@@ -113,6 +114,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iwo-lite: {args.command} failed: {type(error).__name__}: {first_line(error)} (--debug shows more)",
               file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _check_compiled_modules() -> None:
+    """A zipapp built for another Python minor version (its compiled wheels do not load here): one line
+    naming both, instead of an ImportError from deep inside SQLAlchemy at the first DBOS call. Reads
+    greenlet's directory without importing it (<1 ms; status stays fast)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("greenlet")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    tags = {m.group(1): p.name for p in folder.glob("_greenlet.*")
+            if (m := re.search(r"\.(cpython-\d+)", p.name))}
+    if not tags or sys.implementation.cache_tag in tags:
+        return
+    tag, name = sorted(tags.items())[0]
+    for_python = f"Python 3.{tag.removeprefix('cpython-3')}"
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    where = sys.argv[0] if sys.argv and sys.argv[0].endswith(".pyz") else folder.parent
+    raise UserError(f"{where}: built for {for_python} (compiled modules such as {name}), "
+                    f"run with Python {here}: run it with the Python it was built with, or build it again with "
+                    f"this one (PYTHON=python{here} bash build/shiv.sh)")
 
 
 def _is_corrupt_database(error: BaseException) -> bool:

@@ -39,3 +39,23 @@ def test_doctor_reports_python_and_sqlite_and_commands_refuse_what_cannot_work(h
     daemon = home.start()
     home.wait_state(spec_id, "done", timeout=90)
     daemon.stop()
+
+
+def test_a_build_for_another_python_is_named_in_one_line(home, tmp_path):
+    """The zipapp carries compiled wheels of the Python it was built with: run by another Python
+    every command says so in one line (exit 2), instead of an ImportError at the first DBOS call.
+    Here a greenlet compiled for "Python 3.99" stands first on the path, as a 3.12 build's is under 3.11."""
+    fake = tmp_path / "other-python" / "greenlet"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "_greenlet.cpython-399-x86_64-linux-gnu.so").write_bytes(b"")
+    home.env["PYTHONPATH"] = str(fake.parent)
+    for args in (["run"], ["status"], ["doctor"]):
+        refused = home.cli(*args)
+        assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert "built for Python 3.99" in lines[0] and f"run with Python {sys.version_info[0]}.{sys.version_info[1]}" in lines[0]
+        assert "bash build/shiv.sh" in lines[0]
+    del home.env["PYTHONPATH"]
+    assert home.cli("status").returncode == 0
