@@ -88,6 +88,9 @@ CONFIG_CASES = {
     "output_cap_too_small": ('[agent]\nmax_output = 1\n', "agent.max_output"),
     "budget_absurd": ("[budget]\nper_spec_usd = 1e308\n", "budget.per_spec_usd"),
     "budget_negative": ("[budget]\ndaily_usd = -1\n", "budget.daily_usd"),
+    "bad_sandbox": ('[agent]\nsandbox = "docker"\n', "agent.sandbox"),
+    "relative_sandbox_path": ('[agent]\nsandbox_rw = ["build/cache"]\n', "agent.sandbox_rw[0]"),
+    "sandbox_hide_not_a_list": ('[agent]\nsandbox_hide = "~/.secrets"\n', "agent.sandbox_hide"),
 }
 
 
