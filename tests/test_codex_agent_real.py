@@ -352,3 +352,28 @@ def test_a_hang_is_killed_as_stalled_and_the_thread_resumed(codex_home):
     assert [r["turn"] for r in planner] == [0, 1, 1]  # turn 0 not asked again: its output went back with the thread
     assert "first-turn" in fo.call_outputs(planner[-1]["body"])[0]["output"]
     assert spec["steps"][0]["summary"] == "planned"
+
+
+def test_a_codex_call_is_stopped_when_its_cost_so_far_reaches_the_cap(codex_home):
+    """Codex has no budget flag: its cost so far (the rollout's token counts x the price table) is
+    watched while it runs, and the run is stopped when it reaches what the spec may still spend."""
+    home = codex_home(extra="[budget]\nper_spec_usd = 0.01\n")
+    sleep = f"sleep 6{os.getpid() % 100:02d}.5"
+    home.codex_script(codex_loop({"planner": [
+        {"role": "planner", "turn": 0, "calls": [fo.shell(sleep)], "usage": {"input_tokens": 10000, "output_tokens": 0}},
+        {"role": "planner", "min_turn": 1, "text": json.dumps(verdict("planner"))}]}))
+    spec_id = home.submit(spec_id="over-budget")
+    started = time.time()
+    home.start()
+    spec = waiting(home, spec_id, timeout=60)
+    assert spec["gate_reason"] == "budget" and time.time() - started < 30  # not after the 60 s command
+    (attempt,) = home.attempts(spec_id, 1)
+    assert attempt["error_class"] == "budget" and "reached what the spec may still spend" in attempt["error"], (attempt["progress"], attempt["error"], attempt["cost_usd"])
+    assert attempt["progress"]["cost_usd"] == pytest.approx(10000 * 1.25 / 1e6)
+    killed_at = home.run_dir(spec_id, 1, "planner", 1).joinpath("over_budget").stat().st_mtime
+    assert [r for r in home.codex_requests("planner") if r["time"] > killed_at] == []  # SIGINT first: no more calls
+    # what it was paid is counted (Codex had not printed its tokens yet: read from the rollout file), so
+    # the cap holds: the budget gate asks before anything else runs
+    assert attempt["cost_usd"] == pytest.approx(10000 * 1.25 / 1e6) and spec["cost_usd"] == attempt["cost_usd"]
+    assert [s["role"] for s in spec["steps"]] == ["planner"] and [g["reason"] for g in spec["gates"]] == ["budget"]
+    assert len(home.codex_requests("planner")) == 1 and processes(cmd=sleep) == []

@@ -58,6 +58,8 @@ class Agent(Protocol):
     name: str  # the kind: "claude" | "json" | ... (shown as `agent` on each dispatch)
     streams: bool  # stdout grows while it runs: progress is read and the stall watchdog applies
     interrupt_first: bool  # a run stopped on purpose gets SIGINT before SIGTERM
+    caps_budget: bool  # the CLI stops itself at the budget `argv` gives it; else the dispatcher stops a
+    #                    streaming run whose progress cost reached what the spec may still spend
 
     def argv(self, role: str, *, session: Session | None = None, budget_left_usd: float | None = None,
              run_dir: Path | None = None) -> list[str]:

@@ -447,6 +447,7 @@ class ClaudeAgent:
     # a run stopped on purpose (timeout, stall, cancel) gets SIGINT first: the CLI aborts and makes no
     # further API call, where on SIGTERM during a tool that ran a few seconds it asks for one more turn
     interrupt_first = True
+    caps_budget = True  # --max-budget-usd
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command", strip_owned(self.command))

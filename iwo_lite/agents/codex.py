@@ -242,23 +242,41 @@ def scan(stdout: str) -> Scan:
 
 class CodexStreamReader:
     """Follows the growing stdout: progress = {"turns" (completed items), "tool" (the last command),
-    "tokens", "cost_usd" (at turn.completed)}."""
+    "tokens", "cost_usd"}. Codex prints tokens only when its turn completes, so while it runs the
+    tokens come from the thread's rollout file (a token_usage_record per model response, written
+    before its tools run; of this run's turns: the last `turn.started` count of them), found in
+    $CODEX_HOME once the thread is named."""
 
-    def __init__(self, agent: "CodexAgent", model: str | None):
+    def __init__(self, agent: "CodexAgent", model: str | None, env: Mapping[str, str] | None = None):
         self.agent, self.model = agent, model
+        self.env = env if env is not None else os.environ
         self.offset = 0
         self._partial = b""
         self.scan = Scan()
+        self._rollout: Path | None = None
+        self._rollout_offset = 0
+        self._rollout_partial = b""
+        self._turn_usage: list[dict] = []  # per task_started in the rollout: summed last_token_usage
 
     @property
     def session_id(self) -> str | None:
         return self.scan.thread_id
 
+    def usage(self) -> dict:
+        """This run's tokens so far: turn.completed once it came, else the rollout's count."""
+        if self.scan.completed or not self._turn_usage or not self.scan.turns_started:
+            return self.scan.usage
+        total: dict = {}
+        for usage in self._turn_usage[-self.scan.turns_started:]:
+            for key, value in usage.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
     @property
     def progress(self) -> dict:
         last = self.scan.commands[-1] if self.scan.commands else None
         tool = clip(f"exec_command: {shell_command(str(last.get('command') or ''))}", 80) if last else None
-        usage = self.scan.usage
+        usage = self.usage()
         return {"turns": self.scan.items, "tool": tool,
                 "tokens": int(_count(usage.get("input_tokens")) + _count(usage.get("output_tokens"))),
                 "cost_usd": round(cost_of(usage, self.model, self.agent.prices), 6)}
@@ -269,22 +287,55 @@ class CodexStreamReader:
                 handle.seek(self.offset)
                 data = handle.read()
         except (FileNotFoundError, NotADirectoryError):
-            return False
-        if not data:
-            return False
-        self.offset += len(data)
-        buffer, _, self._partial = (self._partial + data).rpartition(b"\n")
-        for item in _events(buffer.decode("utf-8", "replace")):
-            self.scan.feed(item)
-        return True
+            data = b""
+        if data:
+            self.offset += len(data)
+            buffer, _, self._partial = (self._partial + data).rpartition(b"\n")
+            for item in _events(buffer.decode("utf-8", "replace")):
+                self.scan.feed(item)
+        self._read_rollout()
+        return bool(data)
+
+    def _read_rollout(self) -> None:
+        if self.scan.completed or self.scan.thread_id is None:
+            return
+        if self._rollout is None:
+            self._rollout = rollout_path(self.scan.thread_id, self.env)
+            if self._rollout is None:
+                return
+        try:
+            with open(self._rollout, "rb") as handle:
+                handle.seek(self._rollout_offset)
+                data = handle.read()
+        except OSError:
+            return
+        self._rollout_offset += len(data)
+        buffer, _, self._rollout_partial = (self._rollout_partial + data).rpartition(b"\n")
+        for line in buffer.split(b"\n"):  # token_usage_record: written as each response ends, before its tools run
+            if b'"task_started"' not in line and b'"token_usage_record"' not in line:
+                continue
+            try:
+                record = json.loads(line)
+                payload = record.get("payload") or {}
+            except (ValueError, AttributeError):
+                continue
+            if payload.get("type") == "task_started":
+                self._turn_usage.append({})
+            elif record.get("type") == "token_usage_record" and isinstance(payload.get("usage"), dict):
+                if not self._turn_usage:
+                    self._turn_usage.append({})
+                for key, value in payload["usage"].items():
+                    self._turn_usage[-1][key] = self._turn_usage[-1].get(key, 0) + _count(value)
 
 
 # -- the thread's rollout file: what stdout does not say ---------------------------------------------
 
 def rollout_facts(path: Path | None, turns: int) -> dict:
-    """From the rollout file, for the last `turns` turns (this run's): the model, and the commands
-    whose output says the sandbox refused them ([{"command", "output"}])."""
-    facts: dict = {"model": None, "denied": []}
+    """From the rollout file, for the last `turns` turns (this run's): the model, the commands whose
+    output says the sandbox refused them ([{"command", "output"}]), and the tokens of every model
+    response (`usage`, summed token_usage_records: paid, even when the run was killed before
+    Codex printed its turn.completed)."""
+    facts: dict = {"model": None, "denied": [], "usage": {}}
     if path is None or turns <= 0:
         return facts
     try:
@@ -304,6 +355,9 @@ def rollout_facts(path: Path | None, turns: int) -> dict:
         payload = record.get("payload") or {}
         if record.get("type") == "turn_context" and payload.get("model"):
             facts["model"] = str(payload["model"])
+        if record.get("type") == "token_usage_record" and isinstance(payload.get("usage"), dict):
+            for key, value in payload["usage"].items():
+                facts["usage"][key] = facts["usage"].get(key, 0) + _count(value)
         if payload.get("type") == "function_call":
             try:
                 arguments = json.loads(payload.get("arguments") or "{}")
@@ -418,7 +472,9 @@ class CodexAgent:
 
     name = "codex"
     streams = True  # JSON lines as it goes: progress, and the stall watchdog
-    interrupt_first = False  # SIGTERM ends it (and the reaper its whole process tree)
+    interrupt_first = True  # SIGINT first: it exits 1 at once; SIGTERM to the whole tree could end its
+    #                         command first, and Codex then asks the model once more (seen: 0.3 s after the kill)
+    caps_budget = False  # no budget flag: the dispatcher stops it (progress cost from the rollout file)
 
     def __post_init__(self) -> None:
         command = strip_owned(self.command)
@@ -469,7 +525,7 @@ class CodexAgent:
         env = env if env is not None else os.environ
         facts = rollout_facts(rollout_path(found.thread_id, env) if found.thread_id else None, found.turns_started)
         model = self.model_of(role) or facts["model"]
-        usage = found.usage
+        usage = found.usage if found.completed else (facts["usage"] or found.usage)  # killed: what it was paid
         tokens = {"input_tokens": int(_count(usage.get("input_tokens"))),
                   "output_tokens": int(_count(usage.get("output_tokens")))}
         cost = cost_of(usage, model, self.prices)

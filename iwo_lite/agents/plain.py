@@ -29,6 +29,7 @@ class PlainAgent:
     name = "json"
     streams = False  # one result object at the end: no progress, no stall watchdog
     interrupt_first = False
+    caps_budget = False
 
     def argv(self, role: str, *, session=None, budget_left_usd: float | None = None,
              run_dir: Path | None = None) -> list[str]:

@@ -83,6 +83,7 @@ NO_RETRY = ("denied", "fatal", "max_turns", "budget", "cancelled")
 PAUSES = {"overloaded": "overloaded", "rate_limited": "rate limited", "usage_limit": "usage limit"}
 NOT_COUNTED = ("interrupted", "no_session", "session_in_use")
 BUDGET_SPENT = "the spec's budget is spent by this dispatch's attempts (no retry past the cap)"
+OVER_BUDGET = "stopped: its cost so far reached what the spec may still spend (its CLI has no budget limit)"
 BACKOFF_S = (60, 120, 240, 480, 900)  # overload / rate limit: the n-th pause waits this long (then 900 s)
 log = logging.getLogger("iwo_lite")
 
@@ -308,14 +309,15 @@ class Dispatcher:
                 if run.is_live():
                     async with self._slot(request):
                         await self._record_start(request, attempt, run, reattached=True)
-                        progress = await self._wait(request, attempt, run, proc=None)
+                        progress = await self._wait(request, attempt, run, proc=None, budget_left=budget_left)
                     return await self._collect(request, attempt, run, reattached=True, progress=progress), session
                 return await self._collect(request, attempt, run, reattached=True, vanished_while_down=True), session
         async with self._slot(request):
             if await self._cancelled(request):  # while it waited for the slot
                 return AgentAnswer(error=f"{CANCELLED} before this attempt started", error_class="cancelled"), session
             session, proc = await self._start(request, attempt, run, resume_from, note, budget_left)
-            progress = await self._wait(request, attempt, run, proc=proc) if proc is not False else None
+            progress = await self._wait(request, attempt, run, proc=proc,
+                                        budget_left=budget_left) if proc is not False else None
         return await self._collect(request, attempt, run, reattached=False, progress=progress), session
 
     async def _orphan(self, request: DispatchRequest, attempt: int, run: RunDir, row: dict) -> AgentAnswer:
@@ -441,17 +443,20 @@ class Dispatcher:
             executor_id=self.config.executor_id, pid_start=recorded[1] if recorded else None, **more))
 
     async def _wait(self, request: DispatchRequest, attempt: int, run: RunDir,
-                    proc: asyncio.subprocess.Process | None) -> dict | None:
-        """Until the run wrote its exit status, or overran agent.timeout, or stalled, and was killed;
-        its last progress (streaming agents).
+                    proc: asyncio.subprocess.Process | None, budget_left: float | None = None) -> dict | None:
+        """Until the run wrote its exit status, or overran agent.timeout, or stalled, or (an agent
+        whose CLI has no budget limit of its own) its cost so far reached `budget_left`, and was
+        killed; its last progress (streaming agents).
 
         Time limits count time the machine was awake (the monotonic clock), never time it slept;
         and whenever this loop finds more time passed than it slept for (the machine woke up, or
         this process was stopped), it first lets the run's processes catch up (SETTLE_S) and
         collects a run that finished meanwhile before it judges any deadline.
         """
-        streams = self.agent(request.role).streams
+        agent = self.agent(request.role)
+        streams = agent.streams
         watch = _Progress(self, request, attempt, run) if streams else None
+        cap = budget_left if watch is not None and budget_left is not None and not agent.caps_budget else None
         clock = AwakeClock(run)
         next_cancel_check = time.monotonic() + CANCEL_CHECK_S
         while True:
@@ -469,6 +474,12 @@ class Dispatcher:
                     break
             if watch is not None:
                 await watch.update()
+                if cap is not None and rows.reached(watch.reader.progress.get("cost_usd") or 0.0, cap) \
+                        and not await launcher.finishing(run):
+                    log.warning("%s dispatch %02d (%s) attempt %d: its cost so far reached the $%.4f the spec may "
+                                "still spend: stopped", request.spec_id, request.step, request.role, attempt, cap)
+                    if await asyncio.to_thread(launcher.kill_run, run, "over_budget") or run.exit_code() is None:
+                        break
             overdue = clock.overdue(self.config.agent.timeout, self.config.agent.stall_timeout if watch else None)
             if overdue is not None and not await launcher.finishing(run):
                 if overdue == "stalled":
@@ -534,8 +545,8 @@ class Dispatcher:
         if marker is not None:
             why = {"timed_out": f"agent timed out after {self.config.agent.timeout:g}s and was killed",
                    "stalled": f"stalled: no output for {self.config.agent.stall_timeout:g}s; killed",
-                   "cancelled": CANCELLED}[marker]
-            kind = {"timed_out": "retry", "stalled": "stalled", "cancelled": "cancelled"}[marker]
+                   "cancelled": CANCELLED, "over_budget": OVER_BUDGET}[marker]
+            kind = {"timed_out": "retry", "stalled": "stalled", "cancelled": "cancelled", "over_budget": "budget"}[marker]
             # what the run printed before it was killed (a result after SIGTERM is paid): keep its money
             answer = replace(printed or AgentAnswer(), verdict=None, error=why, error_class=kind)
         elif exit_code is None:

@@ -14,6 +14,8 @@ Each attempt lives in `runs/<spec>/<NN>-<role>/attempt-<k>/`:
     timed_out    written before a run that overran agent.timeout is killed
     stalled      written before a run that printed nothing for agent.stall_timeout is killed
     cancelled    written before a run is killed by `iwo-lite cancel`
+    over_budget  written before a run whose cost so far reached what the spec may still spend is
+                 killed (an agent kind whose CLI has no budget limit of its own: Codex)
     sandbox      written when the attempt runs in the OS sandbox (iwo_lite/sandbox.py): JSON
                  {"hidden", "visible", "branch"}: to tell its refusals apart, and the branch it may
                  move, applied when it is collected (sandbox.sync_branch)
@@ -54,7 +56,7 @@ def launch_text(now_iso: str) -> str:
     """The `launch` file: when (UTC), and the monotonic clock of this boot (time.monotonic: on Linux
     CLOCK_MONOTONIC, on macOS mach time; neither advances while the machine sleeps)."""
     return f"{now_iso}\nmonotonic {time.monotonic():.3f} {boot_id() or '-'}\n"
-KILL_MARKERS = ("timed_out", "stalled", "cancelled")
+KILL_MARKERS = ("timed_out", "stalled", "cancelled", "over_budget")
 WAKE_GAP_S = 5.0  # more time than this passed beyond a watcher's own sleep: the machine (or it) slept
 
 
@@ -117,7 +119,7 @@ class RunDir:
         return self.exit_code() is not None or self.kill_marker() is not None
 
     def kill_marker(self) -> str | None:
-        """Why the run was killed on purpose ("timed_out", "stalled", "cancelled"), or None."""
+        """Why the run was killed on purpose ("timed_out", "stalled", "cancelled", "over_budget"), or None."""
         return next((name for name in KILL_MARKERS if self.file(name).exists()), None)
 
     def exit_code(self) -> int | None:

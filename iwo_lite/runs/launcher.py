@@ -117,13 +117,13 @@ async def finishing(run: RunDir) -> bool:
 
 
 def kill_run(run: RunDir, marker: str, grace_s: float = KILL_GRACE_S) -> bool:
-    """Stop a run on purpose: write `marker` (why: timed_out, stalled, cancelled), then end its
+    """Stop a run on purpose: write `marker` (why: timed_out, stalled, cancelled, over_budget), then end its
     whole process tree (SIGTERM to the wrapper, which kills everything the agent started; after
     the grace, a sweep by pid tree and run tag of anything left). Blocking.
 
     The marker comes first, so whoever collects the run (this daemon, or the next one after a
     crash) knows it was stopped and never starts it again. True when a live run was stopped.
-    A deadline ("timed_out", "stalled") never marks a run that finished by itself first: one that
+    A deadline ("timed_out", "stalled", "over_budget") never marks a run that finished by itself first: one that
     has its exit status is left alone (False), and one whose wrapper wrote it just as the marker
     went down, with nothing left to stop, loses the marker again (its answer is collected).
     """

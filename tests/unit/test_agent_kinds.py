@@ -15,7 +15,7 @@ from iwo_lite.agents.plain import PlainAgent
 from iwo_lite.config import AGENT_KINDS, ConfigError, load_config
 
 MEMBERS = [name for name, _ in inspect.getmembers(base.Agent) if not name.startswith("_")] + [
-    "name", "streams", "interrupt_first"]
+    "name", "streams", "interrupt_first", "caps_budget"]
 
 
 def load(tmp_path: Path, text: str):

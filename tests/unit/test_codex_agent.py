@@ -145,14 +145,18 @@ def test_parse_failures_without_events_and_the_rollout_facts(tmp_path):
         {"type": "response_item", "payload": {"type": "function_call", "call_id": "c1", "arguments": '{"cmd": "touch a"}'}},
         {"type": "response_item", "payload": {"type": "function_call_output", "call_id": "c1",
                                               "output": "touch: cannot touch 'a': Read-only file system"}},
+        {"type": "token_usage_record", "payload": {"usage": {"input_tokens": 7, "output_tokens": 1}}},
         {"type": "event_msg", "payload": {"type": "task_started"}},
         {"type": "turn_context", "payload": {"model": "gpt-5.5"}},
+        {"type": "token_usage_record", "payload": {"usage": {"input_tokens": 100, "cached_input_tokens": 40,
+                                                             "output_tokens": 20}}},
         {"type": "response_item", "payload": {"type": "function_call", "call_id": "c2", "arguments": '{"cmd": "touch b"}'}},
         {"type": "response_item", "payload": {"type": "function_call_output", "call_id": "c2",
                                               "output": "touch: cannot touch 'b': Read-only file system"}},
     ]) + "\n")
     facts = rollout_facts(rollout, 1)  # only this run's turn: the earlier attempt's denial is not counted again
     assert facts["model"] == "gpt-5.5" and [d["command"] for d in facts["denied"]] == ["touch b"]
+    assert facts["usage"] == {"input_tokens": 100, "cached_input_tokens": 40, "output_tokens": 20}  # this run's only
     assert [d["command"] for d in rollout_facts(rollout, 2)["denied"]] == ["touch a", "touch b"]
 
 
