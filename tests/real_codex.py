@@ -62,6 +62,9 @@ def new_codex_home(base_url: str, **provider: object) -> Path:
     """A fresh CODEX_HOME (outside $TMPDIR) whose model provider is the fake at `base_url`;
     `provider` adds keys to [model_providers.fake] (request_max_retries, stream_idle_timeout_ms, ...)."""
     home = HOMES / uuid.uuid4().hex[:12]
+    tmp = os.path.realpath(os.environ.get("TMPDIR") or "/tmp")
+    assert not os.path.realpath(HOMES).startswith(tmp.rstrip("/") + "/"), (
+        f"the checkout lies under $TMPDIR ({tmp}): a CODEX_HOME there breaks Codex's sandbox; set TMPDIR elsewhere")
     home.mkdir(parents=True, mode=0o700)
     extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in provider.items())
     home.joinpath("config.toml").write_text(

@@ -243,3 +243,19 @@ def test_what_a_kill_leaves_and_a_server_that_never_answers(cli):
     assert proc.poll() is None  # still waiting: only an outside timeout (agent.timeout) ends it
     proc.kill()
     proc.wait()
+
+
+def test_a_codex_home_under_tmpdir_breaks_its_sandbox_without_a_word(cli, tmp_path):
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="codex-home-", dir=tempfile.gettempdir()))  # under $TMPDIR
+    try:
+        shutil.copy(cli.home / "config.toml", home / "config.toml")
+        cli.api.script = {"rules": [{"turn": 0, "calls": [fo.shell("echo visible-output")]}, {"text": json.dumps(VERDICT)}]}
+        run = cli.run("reviewer", home=home)
+        assert run.code == 0 and not run.of("item.started")  # not a command event: the refusal is silent
+        output = fo.call_outputs(cli.api.responses_requests()[-1]["body"])[0]["output"]
+        assert "codex-linux-sandbox: No such file or directory" in output and "visible-output" not in output
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

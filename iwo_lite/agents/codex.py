@@ -605,14 +605,21 @@ class CodexAgent:
                     "install it (npm install -g @openai/codex), or set agents.codex.command")]
         shown = ", ".join(f"{role} {self.profile(role)} ({PROFILES[self.profile(role)][1]})" for role in roles)
         results.append((True, f"agent kind: codex; permissions: {shown}", ""))
-        home = codex_home(os.environ)
-        tmp = os.path.realpath(os.environ.get("TMPDIR") or "/tmp")
-        if os.path.realpath(home).startswith(tmp.rstrip("/") + "/"):
-            results.append((False, f"CODEX_HOME {home} lies under $TMPDIR ({tmp}): Codex's sandbox then fails "
-                            "every command silently", "move CODEX_HOME out of the temporary directory"))
+        refused = self.refused(config, roles)
+        if refused:
+            what, _, fix = refused.partition("; ")
+            results.append((False, what, fix))
         return results
 
     def refused(self, config, roles: list[str]) -> str | None:
+        """A CODEX_HOME under $TMPDIR, with a role in Codex's sandbox: Codex cannot install its
+        sandbox helper there, and every sandboxed command would fail without a word."""
+        home = codex_home(os.environ)
+        tmp = os.path.realpath(os.environ.get("TMPDIR") or "/tmp")
+        sandboxed = [role for role in roles if self.profile(role) != "full"]
+        if sandboxed and os.path.realpath(home).startswith(tmp.rstrip("/") + "/"):
+            return (f"CODEX_HOME {home} lies under $TMPDIR ({tmp}): Codex's sandbox then fails every command of "
+                    f"roles.{sandboxed[0]} silently; set CODEX_HOME (or TMPDIR) so that it does not lie inside $TMPDIR")
         return None
 
 

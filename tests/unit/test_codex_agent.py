@@ -167,5 +167,7 @@ def test_writable_state_and_the_tmpdir_check(tmp_path, monkeypatch):
     monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
     checks = agent(command=("/nonexistent/codex",)).checks(None, ["builder"])
     assert checks[0][0] is False and any(not ok and "lies under $TMPDIR" in what for ok, what, _ in checks)
+    assert "roles.builder" in agent().refused(None, ["builder"])  # `run` refuses to start so
+    assert agent(permissions={"deployer": "full"}).refused(None, ["deployer"]) is None  # no sandbox, no helper
     monkeypatch.setenv("CODEX_HOME", str(Path(os.sep) / "srv" / "codex"))
     assert all("TMPDIR" not in what for _, what, _ in agent().checks(None, ["builder"]))
