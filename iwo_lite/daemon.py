@@ -48,6 +48,7 @@ from iwo_lite.store import outbox
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.store import workers as worker_rows
+from iwo_lite.store.locks import spec_lock
 from iwo_lite.times import iso_utc
 
 log = logging.getLogger("iwo_lite")
@@ -344,28 +345,27 @@ class DaemonActions:
         return spec.id, await self.submit_spec(spec)
 
     async def cancel(self, spec_id: str, by: str) -> str:
-        state = await self.store.run(spec_rows.state(spec_id))
-        if state is None:
-            raise UserError(f"{spec_id}: no such spec")
-        if state in spec_rows.FINAL_STATES:
-            raise UserError(f"{spec_id}: already {state}; nothing to cancel")
-        await durable.cancel(spec_id)
-        await self.store.run(spec_rows.cancelled(spec_id))
-        run_dirs = await self.store.run(run_rows.unfinished_run_dirs(spec_id))
-        stopped = await asyncio.to_thread(stop_runs, run_dirs)
-        swept = await asyncio.to_thread(sweep_spec, self.home.runs / spec_id)
-        await asyncio.to_thread(remove_spec_worktree, self.config, self.home, spec_id)
+        """`/cancel` from a notifier: as the shell's cancel (operations.cancel), under the same spec
+        lock; the worktree stays until `clean`."""
+        lock = spec_lock(self.config.database_url, self.config.home, spec_id)
+        await asyncio.to_thread(lock.__enter__)  # waits (in a thread) for a shell command on this spec
+        try:
+            state = await self.store.run(spec_rows.state(spec_id))
+            if state is None:
+                raise UserError(f"{spec_id}: no such spec")
+            if state in spec_rows.FINAL_STATES:
+                raise UserError(f"{spec_id}: already {state}; nothing to cancel")
+            await durable.cancel(spec_id)
+            if not await self.store.run(spec_rows.cancelled(spec_id)):
+                raise UserError(f"{spec_id}: already {await self.store.run(spec_rows.state(spec_id))};"
+                                " nothing to cancel")
+            run_dirs = await self.store.run(run_rows.unfinished_run_dirs(spec_id))
+            stopped = await asyncio.to_thread(stop_runs, run_dirs)
+            swept = await asyncio.to_thread(sweep_spec, self.home.runs / spec_id)
+        finally:
+            lock.__exit__(None, None, None)
         log.info("spec %s cancelled by %s", spec_id, by)
         return cancel_report(spec_id, stopped, swept)
-
-
-def remove_spec_worktree(config: Config, home: Home, spec_id: str) -> None:
-    """A cancelled or rejected spec keeps its branch; its worktree goes."""
-    path = home.worktree(spec_id)
-    if path.exists():
-        repo = workspace.describe_repo(str(config.workdir))
-        if repo["repository"]:
-            workspace.remove_worktree(repo["toplevel"], str(path))
 
 
 class Courier:

@@ -33,6 +33,7 @@ from iwo_lite.roles import ANSWERS
 from iwo_lite.store import AsyncStore, Store, checkpoints
 from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import specs as spec_rows
+from iwo_lite.store.locks import spec_lock
 
 log = logging.getLogger("iwo_lite")
 WAKE_SWEEP_S = 30.0  # safety net: wake answered gates even if a poke (SIGUSR1, NOTIFY) was lost
@@ -53,7 +54,7 @@ def answer_from_shell(config: Config, spec_id: str, answer: str, note: str, *, b
     db_path = config.db_path
     if db_path is not None and not db_path.exists():
         raise UserError(f"{spec_id}: no such spec (no database at {db_path})")
-    with Store.open(config.database_url) as store:
+    with spec_lock(config.database_url, config.home, spec_id), Store.open(config.database_url) as store:
         spec = store.run(spec_rows.current_gate(spec_id))
         if spec is None:
             raise UserError(f"{spec_id}: no such spec")

@@ -18,6 +18,7 @@ from iwo_lite.gates import poke_daemon
 from iwo_lite.home import Home
 from iwo_lite.runs.launcher import cancel_report, stop_runs, sweep_spec
 from iwo_lite.store import Store, checkpoints
+from iwo_lite.store.locks import spec_lock
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 
@@ -33,53 +34,109 @@ def _spec_state(config: Config, spec_id: str) -> str:
     return state
 
 
-def cancel(config: Config, args: argparse.Namespace) -> int:
-    from iwo_lite import durable
-    from iwo_lite.daemon import remove_spec_worktree
+def _current_state(config: Config, spec_id: str) -> str | None:
+    from iwo_lite.store import readonly
 
-    state = _spec_state(config, args.spec_id)
-    if state in spec_rows.FINAL_STATES:
-        raise UserError(f"{args.spec_id}: already {state}; nothing to cancel")
-    durable.prepare_database(config)
-    with durable.Client(config) as client:
-        client.cancel(args.spec_id)
-    with Store.open(config.database_url) as store:
-        store.run(spec_rows.cancelled(args.spec_id))
-        run_dirs = store.run(run_rows.unfinished_run_dirs(args.spec_id))
-    stopped = stop_runs(run_dirs)
-    home = Home(config.home)
-    swept = sweep_spec(home.runs / args.spec_id)  # an agent its dead wrapper left behind, too
-    remove_spec_worktree(config, home, args.spec_id)
+    with readonly(config.database_url) as store:
+        return store.run(spec_rows.state(spec_id)) if store is not None else None
+
+
+def _locked(config: Config, spec_id: str):
+    """The spec's lock (store/locks.py): one shell command at a time on a spec."""
+    return spec_lock(config.database_url, config.home, spec_id)
+
+
+def cancel(config: Config, args: argparse.Namespace) -> int:
+    """Cancel the spec's workflow and stop its agent. The worktree stays (a cancelled spec can be
+    resumed); `clean` removes it."""
+    from iwo_lite import durable
+
+    with _locked(config, args.spec_id):
+        state = _spec_state(config, args.spec_id)
+        if state in spec_rows.FINAL_STATES:
+            raise UserError(f"{args.spec_id}: already {state}; nothing to cancel")
+        durable.prepare_database(config)
+        with durable.Client(config) as client:
+            client.cancel(args.spec_id)
+        with Store.open(config.database_url) as store:
+            if not store.run(spec_rows.cancelled(args.spec_id)):  # it finished meanwhile
+                raise UserError(f"{args.spec_id}: already {store.run(spec_rows.state(args.spec_id))};"
+                                " nothing to cancel")
+            run_dirs = store.run(run_rows.unfinished_run_dirs(args.spec_id))
+        stopped = stop_runs(run_dirs)
+        home = Home(config.home)
+        swept = sweep_spec(home.runs / args.spec_id)  # an agent its dead wrapper left behind, too
     poke_daemon(home.lock)  # its slot is free: the next queued spec starts now, not at a poll
     print(cancel_report(args.spec_id, stopped, swept))
     return EXIT_OK if not swept[1] else 1
 
 
 def resume(config: Config, args: argparse.Namespace) -> int:
+    """Resume a cancelled spec, or re-run a failed one from its failing step. Its worktree is made
+    again from its branch first when it is missing or half-made; the state change is claimed by one
+    guarded UPDATE (a second resume at the same instant is refused), and put back if DBOS refuses."""
     from iwo_lite import durable
 
-    state = _spec_state(config, args.spec_id)
-    if state not in ("cancelled", "failed"):
-        raise UserError(f"{args.spec_id}: is {state}; only a cancelled or failed spec can be resumed")
-    durable.prepare_database(config)
-    with Store.open(config.database_url) as store:
-        failed_step = store.run(checkpoints.first_failed_step(args.spec_id))
-        elsewhere = store.run(checkpoints.resumed_elsewhere(args.spec_id))
-    if elsewhere is not None and not (state == "failed" and failed_step is not None):
-        raise UserError(elsewhere)  # a rewind re-runs the failed step under this build's version; a resume would not
-    with durable.Client(config) as client:
-        if state == "failed" and failed_step is not None:
-            client.rewind(args.spec_id, failed_step)  # a failed step's error would replay: run it again
-        else:
-            client.resume(args.spec_id)
-    with Store.open(config.database_url) as store:
-        store.run(spec_rows.resumed(args.spec_id))
+    with _locked(config, args.spec_id):
+        state = _spec_state(config, args.spec_id)
+        if state not in ("cancelled", "failed"):
+            raise UserError(f"{args.spec_id}: is {state}; only a cancelled or failed spec can be resumed")
+        durable.prepare_database(config)
+        with Store.open(config.database_url) as store:
+            failed_step = store.run(checkpoints.first_failed_step(args.spec_id))
+            elsewhere = store.run(checkpoints.resumed_elsewhere(args.spec_id))
+            where = store.run(spec_rows.workspace_of(args.spec_id))
+        if elsewhere is not None and not (state == "failed" and failed_step is not None):
+            raise UserError(elsewhere)  # a rewind re-runs the failed step under this build's version; a resume would not
+        repaired = _remake_worktree(config, args.spec_id, where)
+        with Store.open(config.database_url) as store:
+            if not store.run(spec_rows.resumed(args.spec_id)):
+                raise UserError(f"{args.spec_id}: is {store.run(spec_rows.state(args.spec_id))} now; not resumed")
+        try:
+            with durable.Client(config) as client:
+                if state == "failed" and failed_step is not None:
+                    client.rewind(args.spec_id, failed_step)  # a failed step's error would replay: run it again
+                else:
+                    client.resume(args.spec_id)
+        except BaseException:
+            with Store.open(config.database_url) as store:
+                store.run(spec_rows.unresumed(args.spec_id, state))
+            raise
+    for line in repaired:
+        print(f"worktree of {args.spec_id}: {line}")
     print(f"resumed {args.spec_id}: it continues from its last finished step")
     return EXIT_OK
 
 
+def _remake_worktree(config: Config, spec_id: str, where: dict | None) -> list[str]:
+    """Worktree mode: make the spec's worktree again from its branch `iwo/<id>` (commits intact)
+    when it is missing or half-made, so the step that resumes finds it. UserError when it cannot be
+    (the branch was deleted): nothing is resumed. Returns what was repaired, one line each."""
+    from iwo_lite import workspace
+
+    if not where or not where.get("branch"):
+        return []  # shared mode, or no dispatch made a worktree yet (the prepare step makes it)
+    repo = workspace.describe_repo(str(config.workdir))
+    if not repo["repository"]:
+        return []  # another machine's spec, or the workdir moved: the prepare step asks (a gate)
+    branch = where["branch"]
+    tip = workspace.branch_head(repo["toplevel"], branch)
+    if tip is None:
+        head = where.get("head")
+        restore = f" (`git branch {branch} {head}` restores it if that commit is still there)" if head else ""
+        raise UserError(f"{spec_id}: its branch {branch} is gone from {repo['toplevel']}{restore}; resume needs it"
+                        f" to make the worktree again. Restore the branch and resume, or fork {spec_id} --from ROLE")
+    try:
+        made = workspace.ensure_worktree(repo["toplevel"], str(Home(config.home).worktree(spec_id)), branch,
+                                         where.get("base_commit"), head=tip)
+    except workspace.WorkspaceError as error:
+        raise UserError(f"{spec_id}: cannot make its worktree again: {error}") from None
+    return (["made again from branch " + branch] if made["created"] else []) + list(made["repaired"])
+
+
 def fork(config: Config, args: argparse.Namespace) -> int:
-    """Re-run from ROLE's most recent dispatch, on the recorded state, as a new spec."""
+    """Re-run from ROLE's most recent dispatch, on the recorded state, as a new spec. The new id is
+    claimed by inserting its row (forks at the same instant get -fork1, -fork2, ...)."""
     from iwo_lite import durable
 
     if args.from_role not in ROLES:
@@ -90,9 +147,16 @@ def fork(config: Config, args: argparse.Namespace) -> int:
         if row is None:
             raise UserError(f"{args.spec_id}: the {args.from_role} has not run yet; nothing to fork from")
         new_id = store.run(spec_rows.forked(args.spec_id, args.from_role, config.budget.spec_cap_usd))
-    durable.prepare_database(config)
-    with durable.Client(config) as client:
-        client.fork(args.spec_id, row["function_id"], new_id)
+    if new_id is None:
+        raise UserError(f"{args.spec_id}: no such spec")
+    try:
+        durable.prepare_database(config)
+        with durable.Client(config) as client:
+            client.fork(args.spec_id, row["function_id"], new_id)
+    except BaseException:
+        with Store.open(config.database_url) as store:
+            store.run(spec_rows.unforked(new_id))
+        raise
     print(f"forked {args.spec_id} from its {args.from_role} (dispatch {row['step']:02d}) as:")
     print(new_id)
     return EXIT_OK
@@ -145,23 +209,31 @@ def clean(config: Config, args: argparse.Namespace) -> int:
             kept.append(f"{name} ({specs[name]['state']})")
             continue
         path = home.worktree(name)
-        try:
-            result = workspace.remove_worktree(repo["toplevel"] if repo["repository"] else str(config.workdir),
-                                               str(path))
-        except workspace.WorkspaceError as error:
-            failed.append(f"worktree {path}: {error}")
-            continue
+        with _locked(config, name):  # a resume at the same instant needs this worktree
+            now = _current_state(config, name)
+            if now not in spec_rows.FINAL_STATES:
+                kept.append(f"{name} ({now})")
+                continue
+            try:
+                result = workspace.remove_worktree(repo["toplevel"] if repo["repository"] else str(config.workdir),
+                                                   str(path))
+            except workspace.WorkspaceError as error:
+                failed.append(f"worktree {path}: {error}")
+                continue
         if result["removed"]:
             removed += 1
             print(f"removed worktree {path} (spec {name}, {specs[name]['state']})")
     if args.branches:
         for spec_id in sorted(finished):
             branch = specs[spec_id]["branch"] or workspace.spec_branch(spec_id)
-            try:
-                deleted = workspace.delete_branch(repo["toplevel"], branch)
-            except workspace.WorkspaceError as error:
-                failed.append(f"branch {branch}: {error}")
-                continue
+            with _locked(config, spec_id):
+                if _current_state(config, spec_id) not in spec_rows.FINAL_STATES:
+                    continue  # resumed meanwhile: its branch is in use again
+                try:
+                    deleted = workspace.delete_branch(repo["toplevel"], branch)
+                except workspace.WorkspaceError as error:
+                    failed.append(f"branch {branch}: {error}")
+                    continue
             if deleted["deleted"]:
                 removed += 1
                 print(f"deleted branch {branch} (was {deleted['sha'][:12]}; `git branch {branch} {deleted['sha']}`"

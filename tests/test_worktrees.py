@@ -475,11 +475,12 @@ def test_cancel_and_reject_keep_the_branch_and_clean_removes_only_finished(tmp_p
     home.cli("cancel", "cancelled", check=True)
     home.cli("reject", "rejected", check=True)
     home.wait_state("rejected", "rejected")
+    wait_for(lambda: not (worktrees / "rejected").exists(), 30, "the worktree of rejected to go")
+    assert not any(p.endswith("/worktrees/rejected") for p in work.worktrees())
     for sid in ("cancelled", "rejected"):
-        wait_for(lambda sid=sid: not (worktrees / sid).exists(), 30, f"the worktree of {sid} to go")
         assert work.show(f"iwo/{sid}", "work.txt") == "work"  # the branch stays, with the builder's commit
-        assert not any(p.endswith(f"/worktrees/{sid}") for p in work.worktrees())
     assert home.state("cancelled") == "cancelled"
+    assert (worktrees / "cancelled" / "work.txt").exists()  # a cancelled spec may be resumed: `clean` removes it
 
     # a finished spec's worktree left behind (e.g. by a spec that failed): made again by hand
     work.git("worktree", "add", "-q", str(worktrees / "finished"), "iwo/finished")
@@ -489,6 +490,7 @@ def test_cancel_and_reject_keep_the_branch_and_clean_removes_only_finished(tmp_p
     out = home.cli("clean")
     assert out.returncode == 0, out.stderr
     assert f"removed worktree {worktrees / 'finished'} (spec finished, done)" in out.stdout
+    assert f"removed worktree {worktrees / 'cancelled'} (spec cancelled, cancelled)" in out.stdout
     assert "waiting (waiting)" in out.stdout and "deleted branch" not in out.stdout
     assert not (worktrees / "finished").exists() and (worktrees / "waiting" / "work.txt").exists()
     assert sorted(os.path.basename(p) for p in work.worktrees()[1:]) == ["waiting"]

@@ -58,23 +58,41 @@ def active_count(executor_id: str) -> Op:
 
 
 def forked(parent_id: str, from_role: str, budget_usd: float | None = None) -> Op:
-    """A fork's row: the first free `<parent>-forkN` id; returns it (None when the parent is unknown).
-    `budget_usd` is its cap (a fork replays its parent's admit step, so it is set here): a new spec's,
-    since what the fork spends is counted from nothing."""
+    """A fork's row under the first free `<parent>-forkN` id; returns that id (None when the parent
+    is unknown). The id is claimed by the INSERT itself: when another fork took the same N at the
+    same instant, the insert changes nothing and the next N is tried, so two forks never share an
+    id. `budget_usd` is its cap (a fork replays its parent's admit step, so it is set here): a new
+    spec's, since what the fork spends is counted from nothing."""
     parent = yield One("SELECT title, source FROM iwo_specs WHERE id = ?", (parent_id,))
     if parent is None:
         return None
     stem = parent_id[:54]
     taken = {row["id"] for row in (yield All("SELECT id FROM iwo_specs WHERE id LIKE ?", (stem + "-fork%",)))}
     number = 1
-    while f"{stem}-fork{number}" in taken:
-        number += 1
-    new_id = f"{stem}-fork{number}"
-    now = utc_now()
-    yield Write("INSERT INTO iwo_specs (id, title, state, role, source, parent_id, budget_usd, created_at, updated_at)"
-                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (new_id, parent["title"], from_role, parent["source"], parent_id, budget_usd, now, now))
-    return new_id
+    while True:
+        while f"{stem}-fork{number}" in taken:
+            number += 1
+        new_id = f"{stem}-fork{number}"
+        now = utc_now()
+        inserted = yield Write(
+            "INSERT INTO iwo_specs (id, title, state, role, source, parent_id, budget_usd, created_at, updated_at)"
+            " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (new_id, parent["title"], from_role, parent["source"], parent_id, budget_usd, now, now))
+        if inserted == 1:
+            return new_id
+        taken.add(new_id)
+
+
+def unforked(spec_id: str) -> Op:
+    """Drop the row of a fork whose workflow could not be made (nothing ran under it)."""
+    yield Write("DELETE FROM iwo_specs WHERE id = ? AND parent_id IS NOT NULL AND launched_at IS NULL"
+                " AND state = 'queued'", (spec_id,))
+
+
+def unresumed(spec_id: str, previous: str) -> Op:
+    """Put back the state of a spec whose resume could not be done."""
+    yield Write("UPDATE iwo_specs SET state = ?, updated_at = ? WHERE id = ? AND state IN ('queued', 'waiting')",
+                (previous, utc_now(), spec_id))
 
 
 def admitted(spec_id: str, title: str, source: str | None, parent_id: str | None,
@@ -155,6 +173,11 @@ def resumed(spec_id: str) -> Op:
         "UPDATE iwo_specs SET state = CASE WHEN EXISTS (SELECT 1 FROM iwo_gates g WHERE g.id = iwo_specs.gate_id"
         " AND g.answer IS NULL) THEN 'waiting' ELSE 'queued' END, updated_at = ?"
         " WHERE id = ? AND state IN ('cancelled', 'failed')", (utc_now(), spec_id))) == 1
+
+
+def workspace_of(spec_id: str) -> Op:
+    """The spec's branch (None in shared mode, or before its first dispatch), recorded head and base."""
+    return (yield One("SELECT branch, head, base_commit FROM iwo_specs WHERE id = ?", (spec_id,)))
 
 
 def state(spec_id: str) -> Op:
