@@ -213,6 +213,7 @@ def test_kill9_of_the_daemon_reattaches_and_a_killed_run_resumes_its_thread(code
              lambda: f"the tester's second request\n{home.daemon_logs()}")
     run = home.run_dir(spec_id, 4, "tester", 1)
     thread = json.loads(run.joinpath("stdout").read_text().splitlines()[0])["thread_id"]
+    wait_for(lambda: home.attempts(spec_id, 4)[0]["session_id"] == thread, 10, "the thread recorded while it runs")
     tree = processes(env=f"IWO_RUN_DIR={run}")
     assert len(tree) >= 2
     kill_all_at_once([daemon.pid] + tree)

@@ -590,9 +590,14 @@ class _Progress:
         self.reader = dispatcher.agent(request.role).stream_reader()
         self.written: dict | None = None
         self.written_at = 0.0
+        self.session: str | None = None
 
     async def update(self, final: bool = False) -> None:
         self.reader.read_new(self.run.file("stdout"))
+        named = getattr(self.reader, "session_id", None)  # the session the CLI named as it started
+        if named and named != self.session:
+            await self.store.run(rows.attempt_session(*self.key, named))
+            self.session = named
         progress = dict(self.reader.progress, last_event_at=iso_utc(self.run.last_output_epoch()))
         if progress == self.written or (not final and time.monotonic() - self.written_at < PROGRESS_WRITE_S):
             if final:

@@ -90,6 +90,13 @@ def attempt_progress(spec_id: str, step: int, attempt: int, progress: dict) -> O
                 " AND finished_at IS NULL", (json_text(progress), spec_id, step, attempt))
 
 
+def attempt_session(spec_id: str, step: int, attempt: int, session_id: str) -> Op:
+    """The session a running attempt's CLI named once it started (Codex's thread), kept at once:
+    a later attempt resumes it even if the run's own files are lost."""
+    yield Write("UPDATE iwo_attempts SET session_id = COALESCE(session_id, ?) WHERE spec_id = ? AND step = ?"
+                " AND attempt = ?", (session_id, spec_id, step, attempt))
+
+
 def step_commits(spec_id: str, step: int, start_commit: str | None, commit_sha: str | None) -> Op:
     yield Write("UPDATE iwo_steps SET start_commit = COALESCE(?, start_commit), commit_sha = COALESCE(?, commit_sha)"
                 " WHERE spec_id = ? AND step = ?", (start_commit, commit_sha, spec_id, step))
