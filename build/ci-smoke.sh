@@ -34,6 +34,11 @@ demo_home=$(ls -d "$TMPDIR"/iwo-lite-demo-*)
 "$python" "$pyz" --home "$demo_home" status
 "$python" "$pyz" --home "$demo_home" status demo-greet --json \
     | "$python" -c 'import json, sys; [spec] = json.load(sys.stdin); assert spec["state"] == "done", spec'
+# every agent of the demo did its work (a gate the demo answered for a failed agent would hide it)
+failed=$("$python" "$pyz" --home "$demo_home" status --sql \
+    "SELECT count(*) AS n FROM iwo_gates WHERE reason = 'agent_failed'" --json \
+    | "$python" -c 'import json, sys; print(json.load(sys.stdin)[0]["n"])')
+[[ $failed == 0 ]] || { echo "ci-smoke: $failed agent(s) of the demo failed" >&2; false; }
 "$python" "$pyz" status                                 # an empty home: an empty table, exit 0
 [[ $("$python" "$pyz" status --json) == "[]" ]]
 echo "ci-smoke: the zipapp works with Python $(minor "$python") from $scratch/cwd"

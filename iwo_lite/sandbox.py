@@ -345,11 +345,18 @@ def hidden_paths(config, home: Path, env: Mapping[str, str]) -> list[str]:
 
 
 def visible_paths(argv: list[str], env: Mapping[str, str]) -> tuple[str, ...]:
-    """The agent's executable (found on its PATH, symlinks followed) and every argument that is an
-    existing absolute path: kept visible when they live under /tmp (the sandbox's /tmp is private)."""
+    """The agent's executable (found on its PATH, symlinks followed; its virtual environment when it
+    is a venv's Python), every argument that is an existing absolute path, and the entries of
+    $PYTHONPATH: kept visible (read-only) when they live under /tmp (the sandbox's /tmp is private)."""
     found = []
     exe = shutil.which(argv[0], path=env.get("PATH")) if argv else None
-    for item in ([exe] if exe else []) + [arg for arg in argv if arg.startswith("/")]:
+    items = ([exe] if exe else []) + [arg for arg in argv if arg.startswith("/")]
+    # where a Python agent imports from: $PYTHONPATH (e.g. a zipapp extracted under /tmp) and the
+    # virtual environment its interpreter belongs to
+    items += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p.startswith("/")]
+    if exe and os.path.exists(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(exe))), "pyvenv.cfg")):
+        items.append(os.path.dirname(os.path.dirname(os.path.abspath(exe))))
+    for item in items:
         if os.path.exists(item):
             found += [os.path.abspath(item), os.path.realpath(item)]
     return tuple(dict.fromkeys(found))

@@ -115,3 +115,21 @@ def test_sandbox_paths_are_absolute_or_home_relative():
         path_list(["relative/path"])
     with pytest.raises(Bad):
         path_list("~/.cache")
+
+
+def test_a_python_agents_imports_under_tmp_stay_visible(tmp_path):
+    """A zipapp extracted under /tmp puts its packages on $PYTHONPATH, a venv under /tmp holds the
+    interpreter's site-packages: both stay visible (read-only) in the sandbox's private /tmp."""
+    import sys
+
+    from iwo_lite.sandbox import visible_paths
+
+    site = tmp_path / "shiv" / "site-packages"
+    site.mkdir(parents=True)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    python = venv / "bin" / "python"
+    python.symlink_to(sys.executable)
+    seen = visible_paths([str(python), "-c", "pass"], {"PYTHONPATH": f"{site}:relative/path", "PATH": ""})
+    assert str(site) in seen and str(venv) in seen and "relative/path" not in seen
