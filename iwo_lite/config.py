@@ -225,12 +225,14 @@ class AgentsConfig:
     json: JsonKindConfig = field(default_factory=JsonKindConfig)
 
     def command(self, kind: str, agent: AgentConfig) -> tuple[str, ...]:
-        """The argv of `kind`: [agents.<kind>] command, else agent.command when agent.kind is this
-        kind, else the kind's executable."""
+        """The argv of `kind`: [agents.<kind>] command, else agent.command when it runs this kind (its
+        executable is named so, or it is some other program and agent.kind names this kind), else
+        the kind's executable (`kind = "codex"` with the default claude command runs codex)."""
         own = getattr(self, kind).command
         if own:
             return own
-        if agent.default_kind() == kind or kind == "json":
+        named = kind_for(agent.command)
+        if kind == "json" or named == kind or (agent.kind == kind and named == "json"):
             return agent.command
         return (kind,)
 

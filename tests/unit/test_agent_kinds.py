@@ -67,6 +67,12 @@ def test_roles_choose_their_kind_and_each_kind_its_command(tmp_path):
     config = load(tmp_path, '[agent]\ncommand = ["./plain"]\n[agents.claude]\ncommand = ["/x/claude", "--add-dir", "/d"]\n'
                             '[roles.docs]\nagent = "claude"\n')
     assert agents.for_roles(config)["docs"].command == ("/x/claude", "--add-dir", "/d")
+    # agent.kind = "codex" with agent.command left at claude's default runs codex, not claude
+    config = load(tmp_path, '[agent]\nkind = "codex"\n')
+    assert {a.name for a in agents.for_roles(config).values()} == {"codex"}
+    assert agents.for_roles(config)["planner"].command == ("codex",)
+    config = load(tmp_path, '[agent]\nkind = "codex"\ncommand = ["/opt/my-codex-wrapper"]\n')
+    assert agents.for_roles(config)["planner"].command == ("/opt/my-codex-wrapper",)
 
 
 @pytest.mark.parametrize("text, key", [
