@@ -1,4 +1,5 @@
-"""iwo_lite/runs/reaper.py: the wrapper of one attempt kills every process the agent started.
+"""iwo_lite/runs/reaper.py (the wrapper of one attempt) and runs/proctree.py (killing a tree from
+outside): every process the agent started is killed.
 
 Real processes, nothing mocked. The fake agent (FAKE_AGENT below, a Python script) starts what
 Claude Code's Bash tool leaves behind: a child in a session of its own that ignores SIGTERM, a
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the subreaper and /proc are Linux's (macOS: see reaper.py)")
 
 REAPER = Path(reaper.__file__).resolve()
+PROCTREE = REAPER.parent / "proctree.py"
 GRACE = 0.5
 SLACK = 1.5  # "within grace + a little"
 USE_SH = os.environ.get("IWO_REAPER_TEST_WRAPPER") == "sh"
@@ -475,11 +477,13 @@ def test_the_fallback_without_a_subreaper(tmp_path, procs):
     wrapper's process group."""
     if USE_SH:
         pytest.skip("tests the reaper's fallback")
-    source = REAPER.read_text()
+    source = PROCTREE.read_text()
     assert source.count('LINUX = sys.platform.startswith("linux")') == 1
-    fallback = tmp_path / "fallback" / "reaper.py"
+    fallback = tmp_path / "fallback" / "reaper.py"  # run by path: it imports the proctree.py beside it
     fallback.parent.mkdir()
-    fallback.write_text(source.replace('LINUX = sys.platform.startswith("linux")', "LINUX = False"))
+    fallback.write_text(REAPER.read_text())
+    fallback_tree = fallback.parent / "proctree.py"
+    fallback_tree.write_text(source.replace('LINUX = sys.platform.startswith("linux")', "LINUX = False"))
     for name, kill in (("term", "SIGTERM"), ("kill", "SIGKILL")):
         (tmp_path / name).mkdir()
         run = Run(tmp_path / name, procs, "tree", wrapper="reaper-by-path", script=fallback)
@@ -487,7 +491,7 @@ def test_the_fallback_without_a_subreaper(tmp_path, procs):
         os.kill(run.proc.pid, getattr(signal, kill))
         run.proc.wait(timeout=GRACE + SLACK + 5)
         if kill == "SIGKILL":
-            spec = importlib.util.spec_from_file_location("reaper_fallback", fallback)
+            spec = importlib.util.spec_from_file_location("proctree_fallback", fallback_tree)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             assert module.kill_tree(run.proc.pid, GRACE, run_dir=str(run.dir)) == 3

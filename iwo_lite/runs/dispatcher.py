@@ -324,10 +324,10 @@ class Dispatcher:
         """The attempt started here, but its run directory is gone (deleted while the daemon was down):
         its output is lost with it. Whatever of it still runs is stopped (never two at once), and the
         next attempt continues its session (Claude Code keeps the transcript elsewhere)."""
-        from iwo_lite.runs import reaper
+        from iwo_lite.runs import proctree
 
         alive = process_start_time(row["pid"]) == row.get("pid_start") if row.get("pid_start") else False
-        stopped = await asyncio.to_thread(reaper.kill_tree, row["pid"], launcher.KILL_GRACE_S, run_dir=str(run.path),
+        stopped = await asyncio.to_thread(proctree.kill_tree, row["pid"], launcher.KILL_GRACE_S, run_dir=str(run.path),
                                           start_time=row.get("pid_start")) if alive else 0
         why = (f"its run directory {run.path} was deleted" + (f" while it ran (stopped {stopped} process(es))"
                if stopped else "") + "; its output is lost")
@@ -514,9 +514,9 @@ class Dispatcher:
         the run's IWO_RUN_DIR tag) is stopped first: nothing new starts beside it. A complete answer
         it printed is kept (paid once); else it failed, or (processes that cannot be killed) it
         stops the dispatch at a gate."""
-        from iwo_lite.runs import reaper
+        from iwo_lite.runs import proctree
 
-        stopped, left = await asyncio.to_thread(reaper.sweep, str(run.path), launcher.KILL_GRACE_S)
+        stopped, left = await asyncio.to_thread(proctree.sweep, str(run.path), launcher.KILL_GRACE_S)
         where = f"{request.spec_id} dispatch {request.step:02d} ({request.role}) attempt {attempt}"
         if left:
             why = (f"its wrapper died and {len(left)} of its processes cannot be stopped (pids "

@@ -9,7 +9,7 @@ mode `exec`s it as the shell of a window of tmux session "iwo" (tmux makes each 
 a session leader), where it also shows the output live. `kill_run` is the only kill path
 (timeouts, stalls and `cancel`): a marker file saying why, then SIGTERM to the wrapper, which
 kills the agent's whole process tree (tools in sessions of their own too), and a sweep of
-anything left (`reaper.stop`).
+anything left (`proctree.stop`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from iwo_lite.runs import reaper
+from iwo_lite.runs import proctree, reaper
 from iwo_lite.runs.journal import RunDir, process_start_time
 from iwo_lite.times import iso_utc
 
@@ -107,8 +107,8 @@ async def finishing(run: RunDir) -> bool:
     """Its deadline came, but the agent has exited (nothing of its tree is left alive under the
     wrapper) and the wrapper is about to write its status: wait for it (up to FINISH_WAIT_S).
     True when the run has its exit status."""
-    wrapper = reaper.wrapper_pid(run.path)
-    if wrapper is None or process_start_time(wrapper) is None or reaper.descendants(wrapper):
+    wrapper = proctree.wrapper_pid(run.path)
+    if wrapper is None or process_start_time(wrapper) is None or proctree.descendants(wrapper):
         return run.exit_code() is not None
     end = time.monotonic() + FINISH_WAIT_S
     while time.monotonic() < end and run.exit_code() is None and process_start_time(wrapper) is not None:
@@ -137,8 +137,8 @@ def kill_run(run: RunDir, marker: str, grace_s: float = KILL_GRACE_S) -> bool:
         return False
     recorded = run.recorded_pid()
     start = recorded[1] if recorded and recorded[1] not in (None, "?") else None
-    wrapper = reaper.wrapper_pid(run.path)
-    killed = reaper.stop(str(run.path), grace_s, margin_s=2.0 + INTERRUPT_S,
+    wrapper = proctree.wrapper_pid(run.path)
+    killed = proctree.stop(str(run.path), grace_s, margin_s=2.0 + INTERRUPT_S,
                          start_time=start if recorded and recorded[0] == wrapper else None)
     return was_live or killed > 0
 
@@ -149,7 +149,7 @@ def sweep_spec(spec_runs: Path) -> tuple[int, list[int]]:
     (How many processes were signalled, the pids that still live.) Blocking."""
     if not spec_runs.is_dir():
         return 0, []
-    return reaper.sweep(str(spec_runs), KILL_GRACE_S, under=True)
+    return proctree.sweep(str(spec_runs), KILL_GRACE_S, under=True)
 
 
 def cancel_report(spec_id: str, stopped: int, swept: tuple[int, list[int]]) -> str:
