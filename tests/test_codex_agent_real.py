@@ -204,9 +204,9 @@ def test_kill9_of_the_daemon_reattaches_and_a_killed_run_resumes_its_thread(code
     spec_id = home.submit(spec_id="kill9")
     daemon = home.start()
     wait_for(lambda: processes(cmd=sleep), 60, "the builder's command")
-    agent = home.agent_processes()
     daemon.kill9()
-    assert agent and set(agent) <= set(home.agent_processes())  # the run goes on without the daemon
+    # the run goes on without the daemon (compared by its command: the tree's short-lived helpers come and go)
+    assert processes(cmd=sleep) and home.agent_processes()
     daemon = home.start()
     # the tester: its second request hangs; then the machine goes down (daemon, wrapper, codex, all)
     wait_for(lambda: any(r["role"] == "tester" and r["turn"] == 1 for r in home.codex_requests()), 90,
