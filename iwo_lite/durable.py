@@ -52,11 +52,11 @@ SERIALIZER = DBOSPortableJSONSerializer()
 NOTIFICATION_POLL_S = 10.0
 # The queue only carries forked and resumed specs (submitted specs are started by the daemon's
 # Starter at once): one of those waits at most this long for its first step.
-QUEUE_POLL_S = 10.0
+QUEUE_POLL_S = float(os.environ.get("IWO_QUEUE_POLL_S") or 10.0)  # $IWO_QUEUE_POLL_S overrides it
 # DBOS's own queue: recovery re-enqueues every unfinished spec there at launch, so it keeps DBOS's
 # default 1 s for the first RECOVERY_WINDOW_S after launch, then this (a resumed cancelled spec, a
 # silent worker's specs taken over, wait at most this long).
-INTERNAL_QUEUE_POLL_S = 10.0
+INTERNAL_QUEUE_POLL_S = float(os.environ.get("IWO_QUEUE_POLL_S") or 10.0)  # $IWO_QUEUE_POLL_S too
 RECOVERY_WINDOW_S = 20.0
 BACKGROUND_JOBS_S = 30.0  # DBOS's sweep of delayed and timed-out workflows (iwo-lite uses neither); default 1 s
 SCHEDULER_POLL_S = 600.0  # DBOS's scheduler (iwo-lite schedules nothing); default 30 s
@@ -209,6 +209,10 @@ def quiet_expected() -> None:
 
 
 def destroy() -> None:
+    """Stop DBOS. Its SQLite notification listener sleeps out a whole poll (10 s) before it sees
+    the stop, and DBOS joins it: it is a daemon thread that holds nothing of ours, so it is not
+    waited for (a stop takes well under a second instead of ~10 s)."""
+    Internals.unjoin_notification_listener()
     DBOS.destroy(workflow_completion_timeout_sec=0)
 
 
@@ -292,6 +296,22 @@ class Internals:
 
         _workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = BACKGROUND_JOBS_S
         _scheduler._STARTUP_FAST_POLL_DURATION_SEC = 0.0  # it polls every 1 s for a minute after launch
+
+    @staticmethod
+    def unjoin_notification_listener() -> bool:
+        """Leave DBOS's notification listener thread (a daemon thread, asleep for its poll) out of
+        the threads DBOS.destroy() joins. True when it was found (its default thread name ends
+        with its target's name, "(run_notification_listener)")."""
+        from dbos import _dbos
+
+        instance = _dbos._dbos_global_instance
+        threads = getattr(instance, "_background_threads", None)
+        if not threads:
+            return False
+        listeners = [t for t in threads if t.name.endswith("(run_notification_listener)") and t.daemon]
+        for thread in listeners:
+            threads.remove(thread)
+        return bool(listeners)
 
     @staticmethod
     def quiet_internal_queue() -> None:
@@ -380,6 +400,10 @@ def check_internals() -> list[str]:
         missing.append("dbos._scheduler._STARTUP_FAST_POLL_DURATION_SEC")
     if "_polling_interval_sec" not in getattr(_queue.Queue.__init__, "__code__", None).co_names:
         missing.append("Queue._polling_interval_sec")
+    if "_background_threads" not in getattr(_dbos.DBOS.__init__, "__code__", None).co_names:
+        missing.append("DBOS._background_threads")
+    if not callable(getattr(system_db, "run_notification_listener", None)):
+        missing.append("SystemDatabase.run_notification_listener")
     events = getattr(_sys_db, "ThreadSafeEventDict", None)
     if events is None or not callable(getattr(events, "get", None)):
         missing.append("ThreadSafeEventDict.get")

@@ -27,6 +27,15 @@ import fake_claude  # noqa: E402
 DEFAULT_ROLE_COUNTS = {"planner": 1, "builder": 1, "reviewer": 1, "tester": 1, "deployer": 1, "docs": 1}
 
 
+def isolation_env(root: Path) -> dict[str, str]:
+    """What keeps one test's processes apart from another's running beside it (pytest -n): a tmux
+    server of its own (its socket under the home), and DBOS's queue polled every 0.5 s so a
+    resumed or forked spec starts at once (the default, 10 s, is for an idle laptop)."""
+    tmux = root / "tmux"
+    tmux.mkdir(parents=True, exist_ok=True)
+    return {"TMUX_TMPDIR": str(tmux), "IWO_QUEUE_POLL_S": "0.5"}
+
+
 class Daemon:
     def __init__(self, proc: subprocess.Popen, log_path: Path):
         self.proc = proc
@@ -67,6 +76,7 @@ class IwoHome:
             if key.startswith(("IWO_", "FAKE_CLAUDE")):
                 del self.env[key]
         self.env.update(
+            **isolation_env(root),
             IWO_HOME=str(root),
             FAKE_CLAUDE_LOG=str(self.log),
             FAKE_CLAUDE_SCENARIO=str(self.scenario_path),
@@ -273,7 +283,11 @@ def home(tmp_path: Path):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The fast unit tests (tests/unit/, no processes) run first, then the process tests."""
+    """The fast unit tests (tests/unit/, no processes: marked `unit`, so `pytest -m unit` is the
+    inner loop) run first, then the process tests."""
+    for item in items:
+        if item.nodeid.startswith("tests/unit/"):
+            item.add_marker(pytest.mark.unit)
     items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)
 
 
@@ -368,7 +382,7 @@ class RealClaudeHome(IwoHome):
         super().__init__(root / "home")
         env = offline_env(self.api_url, self.claude_home, **(OAUTH_ENV if oauth else {}))
         self.env = {k: v for k, v in env.items() if not k.startswith(("IWO_", "FAKE_CLAUDE"))}
-        self.env.update(IWO_HOME=str(self.root), PYTHONUNBUFFERED="1", COLUMNS="250")
+        self.env.update(**isolation_env(self.root), IWO_HOME=str(self.root), PYTHONUNBUFFERED="1", COLUMNS="250")
 
     def configure(self, extra: str = "", **_) -> None:
         """agent.sandbox "off" unless the `agent` lines set it (tests/test_sandbox.py does)."""
