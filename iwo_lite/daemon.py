@@ -182,7 +182,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             ]
         log.info("daemon running on %s (pid %d, executor %s, %d background tasks)", home.root, os.getpid(),
                  config.executor_id, len(background))
-        (log.info if confined.on else log.warning)("sandbox: %s", confined.why)
+        (log.info if confined.on or confined.mode == "off" else log.warning)("sandbox: %s", confined.why)  # "off" was asked for
         await _warn_of_other_replay_versions(store)
         await stop.wait()
         log.info("stopping: agent runs in flight continue detached and are re-attached on the next start")
