@@ -310,13 +310,7 @@ class Starter:
         """Postgres: a spec submitted on any machine (NOTIFY iwo_specs) is looked at now."""
         from iwo_lite.store import pg
 
-        while True:
-            try:
-                async for _ in pg.listen(database_url, spec_rows.SPEC_CHANNEL):
-                    self.poke()
-            except Exception as error:
-                log.warning("listening for submitted specs failed: %s", error)
-            await asyncio.sleep(STARTER_SWEEP_S)
+        await pg.listen_forever(database_url, spec_rows.SPEC_CHANNEL, self.poke, "submitted specs", STARTER_SWEEP_S)
 
 
 class DaemonActions:
@@ -494,13 +488,8 @@ class Courier:
         """Postgres: a row added to the outbox on any worker (NOTIFY iwo_outbox) is looked at now."""
         from iwo_lite.store import pg
 
-        while True:
-            try:
-                async for _ in pg.listen(self.config.database_url, outbox.OUTBOX_CHANNEL):
-                    self.wake()
-            except Exception as error:
-                log.warning("listening for notifications to send failed: %s", error)
-            await asyncio.sleep(COURIER_SWEEP_S)
+        await pg.listen_forever(self.config.database_url, outbox.OUTBOX_CHANNEL, self.wake, "notifications to send",
+                                COURIER_SWEEP_S)
 
     async def _stop_notifiers(self) -> None:
         self.leading = False

@@ -20,7 +20,7 @@ import stat
 from iwo_lite.config import Config
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, first_line
 from iwo_lite.home import Home, daemon_pid
-from iwo_lite.store import One, Store, checkpoints
+from iwo_lite.store import Store, checkpoints, health
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.store import sqlite_compat
 from iwo_lite.store import workers as worker_rows
@@ -148,7 +148,7 @@ def _postgres_checks(config: Config) -> list[tuple[bool, str, str]]:
         return [(True, f"database: {shown} not created yet (the first run or submit creates it)", "")]
     with db:
         results = [(True, f"database: {shown} (Postgres)", ""), _schema_check(db)]
-        if db.run(_one("SELECT to_regclass('dbos.workflow_status') IS NOT NULL AS found"))["found"]:
+        if db.run(health.dbos_tables_on_postgres()):
             results.append(_replay_check(db))
         if db.has_table("iwo_workers"):
             results.append(_executor_check(db, config.executor_id))
@@ -156,12 +156,8 @@ def _postgres_checks(config: Config) -> list[tuple[bool, str, str]]:
     return results
 
 
-def _one(sql: str):
-    return (yield One(sql))
-
-
 def _schema_check(db: Store) -> tuple[bool, str, str]:
-    version = db.run(_one("SELECT MAX(version) AS v FROM iwo_migrations"))["v"] if db.has_table("iwo_migrations") else 0
+    version = db.run(health.schema_version()) if db.has_table("iwo_migrations") else 0
     if version > len(MIGRATIONS):  # a newer build's additive migrations (else opening it was refused)
         return (True, f"iwo_ schema version: {version}, newer than this iwo-lite's {len(MIGRATIONS)}; its newer "
                 "migrations are additive, so this build runs on it (e.g. to drain specs: README Upgrades)", "")
@@ -197,10 +193,10 @@ def _inspect_database(config: Config) -> list[tuple[bool, str, str]]:
     mode = stat.S_IMODE(os.stat(db_path).st_mode)
     results = [(mode == 0o600, f"database mode: {oct(mode)}", f"chmod 600 {db_path}")]
     with Store.open_readonly(config.database_url) as db:
-        integrity = db.run(_one("PRAGMA quick_check"))["quick_check"]
+        integrity = db.run(health.quick_check())
         results.append((integrity == "ok", f"database integrity: {integrity}",
                         "restore from a backup (see README: Backups)"))
-        journal = db.run(_one("PRAGMA journal_mode"))["journal_mode"]
+        journal = db.run(health.journal_mode())
         results.append((journal == "wal", f"database journal: {journal}", "run `iwo-lite run` once to set WAL"))
         results.append(_schema_check(db))
         if db.has_table("workflow_status"):

@@ -132,13 +132,7 @@ class Gates:
         """Postgres: an answer recorded on any machine (NOTIFY iwo_answers) wakes its gate now."""
         from iwo_lite.store import pg
 
-        while True:
-            try:
-                async for _ in pg.listen(database_url, gate_rows.ANSWER_CHANNEL):
-                    self.poke()
-            except Exception as error:  # the server restarted: listen again; the sweep covers the gap
-                log.warning("listening for answers failed: %s", error)
-            await asyncio.sleep(WAKE_SWEEP_S)
+        await pg.listen_forever(database_url, gate_rows.ANSWER_CHANNEL, self.poke, "answers", WAKE_SWEEP_S)
 
     async def _wake(self, gate_id: str, spec_id: str) -> None:
         self._woken[gate_id] = time.monotonic()

@@ -199,6 +199,22 @@ async def connect_async(url: str) -> AsyncConnection:
     return AsyncConnection(await psycopg.AsyncConnection.connect(autocommit=True, **_connect_args(url)))
 
 
+async def listen_forever(url: str, channel: str, on_notify, what: str, retry_s: float) -> None:
+    """Call `on_notify()` at every NOTIFY on `channel`, for ever: when the connection fails (the
+    server restarted), one warning naming `what` and a new LISTEN after `retry_s` (the caller's
+    sweep covers the gap)."""
+    import asyncio
+    import logging
+
+    while True:
+        try:
+            async for _ in listen(url, channel):
+                on_notify()
+        except Exception as error:
+            logging.getLogger("iwo_lite").warning("listening for %s failed: %s", what, error)
+        await asyncio.sleep(retry_s)
+
+
 async def listen(url: str, channel: str):
     """An async iterator of the payloads NOTIFY'd on `channel` (a connection of its own)."""
     conn = await psycopg.AsyncConnection.connect(autocommit=True, **_connect_args(url))
