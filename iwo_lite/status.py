@@ -22,7 +22,7 @@ from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.text import clean
-from iwo_lite.times import parse_utc
+from iwo_lite.times import ago, left, parse_utc
 
 TABLE_LIMIT = 50
 
@@ -195,27 +195,6 @@ def _deny_attach(action: int, *_: object) -> int:
 
 
 # -- rendering -----------------------------------------------------------------------------
-
-
-def ago(iso: str | None, now: float | None = None) -> str:
-    if not iso:
-        return ""
-    seconds = max(0, int((now or time.time()) - parse_utc(iso)))
-    return _span(seconds) + " ago"
-
-
-def left(iso: str | None, now: float | None = None) -> str:
-    if not iso:
-        return ""
-    seconds = int(parse_utc(iso) - (now or time.time()))
-    return "due now" if seconds <= 0 else _span(seconds) + " left"
-
-
-def _span(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def progress_text(progress: dict | None, now: float | None = None) -> str:

@@ -50,7 +50,7 @@ from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.text import MAX_SPEC_BYTES, clip, validate_spec_text
-from iwo_lite.times import parse_utc
+from iwo_lite.times import ago, left
 
 log = logging.getLogger("iwo_lite.telegram")
 
@@ -173,35 +173,6 @@ def answered_suffix(gate: dict) -> str:
     note = gate["note"] or ""
     return (f"\n\nAnswered: {gate['answer']}" + (f" ({note})" if note else "")
             + f" — by {gate['answered_by']} via {gate['answered_via']}")
-
-
-def _span(seconds: float) -> str:
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _epoch(iso: str | None) -> float | None:
-    if not iso:
-        return None
-    try:
-        return parse_utc(iso)
-    except (TypeError, ValueError):
-        return None
-
-
-def ago(iso: str | None, now: float) -> str:
-    moment = _epoch(iso)
-    return "" if moment is None else _span(max(0.0, now - moment)) + " ago"
-
-
-def left(iso: str | None, now: float) -> str:
-    moment = _epoch(iso)
-    if moment is None:
-        return ""
-    return "due now" if moment <= now else _span(moment - now) + " left"
 
 
 def usd(value) -> str:
