@@ -31,7 +31,7 @@ class BenchHome:
         (self.root / "work").mkdir()
         (self.root / "config.toml").write_text(
             f'workdir = "{self.root / "work"}"\n[agent]\ncommand = {json.dumps(fake_claude.command())}\n'
-            f'max_concurrent = 8\n[approvals]\nremind_every = ""\n{config}\n')
+            f'max_concurrent = 8\nsandbox = "off"  # the fake agent logs into the home, which the sandbox hides\n[approvals]\nremind_every = ""\n{config}\n')
         self.daemon: subprocess.Popen | None = None
 
     def scenario(self, data: dict) -> None:

@@ -48,7 +48,7 @@ def instant_home(label: str, max_concurrent: int, env: dict | None = None) -> tu
     agent = write_instant_agent(home.root)
     (home.root / "config.toml").write_text(
         f'workdir = "{home.root / "work"}"\n[agent]\ncommand = {json.dumps([str(agent)])}\n'
-        f'max_concurrent = {max_concurrent}\ntimeout = "10m"\n[approvals]\nremind_every = ""\n')
+        f'max_concurrent = {max_concurrent}\ntimeout = "10m"\nsandbox = "off"\n[approvals]\nremind_every = ""\n')
     return home, agent
 
 

@@ -53,11 +53,13 @@ NOTIFICATION_POLL_S = 10.0
 # The queue only carries forked and resumed specs (submitted specs are started by the daemon's
 # Starter at once): one of those waits at most this long for its first step.
 QUEUE_POLL_S = float(os.environ.get("IWO_QUEUE_POLL_S") or 10.0)  # $IWO_QUEUE_POLL_S overrides it
-# DBOS's own queue: recovery re-enqueues every unfinished spec there at launch, so it keeps DBOS's
-# default 1 s for the first RECOVERY_WINDOW_S after launch, then this (a resumed cancelled spec, a
+# DBOS's own queue: recovery re-enqueues every unfinished spec there at launch, so it is polled every
+# RECOVERY_POLL_S for the first RECOVERY_FAST_S, every 1 s until RECOVERY_WINDOW_S, then this (a resumed cancelled spec, a
 # silent worker's specs taken over, wait at most this long).
 INTERNAL_QUEUE_POLL_S = float(os.environ.get("IWO_QUEUE_POLL_S") or 10.0)  # $IWO_QUEUE_POLL_S too
 RECOVERY_WINDOW_S = 20.0
+RECOVERY_POLL_S = 0.05  # the internal queue's poll for the first RECOVERY_FAST_S after launch (then 1 s)
+RECOVERY_FAST_S = 3.0
 BACKGROUND_JOBS_S = 30.0  # DBOS's sweep of delayed and timed-out workflows (iwo-lite uses neither); default 1 s
 SCHEDULER_POLL_S = 600.0  # DBOS's scheduler (iwo-lite schedules nothing); default 30 s
 STEP_RETRIES = dict(retries_allowed=True, max_attempts=4, interval_seconds=0.5, backoff_rate=2.0)
@@ -133,13 +135,17 @@ def prepare_database(config: Config) -> None:
 
 async def launch(config: Config) -> None:
     """Launch DBOS inside the running event loop (it recovers this executor's unfinished specs:
-    they go through DBOS's internal queue, polled every second for RECOVERY_WINDOW_S, then slower)."""
+    they go through DBOS's internal queue, polled fast at first, then slower: see RECOVERY_POLL_S)."""
     DBOS(config=dbos_config(config))
     Internals.quiet()
     quiet_expected()
+    # the recovered specs are dequeued at once (DBOS's worker waits a whole poll before its first look)
+    Internals.internal_queue_poll(RECOVERY_POLL_S)
     DBOS.launch()
     await DBOS.register_queue_async(QUEUE_NAME, polling_interval_sec=QUEUE_POLL_S)
-    asyncio.get_running_loop().call_later(RECOVERY_WINDOW_S, Internals.quiet_internal_queue)
+    later = asyncio.get_running_loop().call_later
+    later(RECOVERY_FAST_S, Internals.internal_queue_poll, 1.0)
+    later(RECOVERY_WINDOW_S, Internals.internal_queue_poll, INTERNAL_QUEUE_POLL_S)
 
 
 class ExpectedConditions(logging.Filter):
@@ -314,13 +320,14 @@ class Internals:
         return bool(listeners)
 
     @staticmethod
-    def quiet_internal_queue() -> None:
-        """After the launch's recovery: DBOS's internal queue polled every INTERNAL_QUEUE_POLL_S."""
+    def internal_queue_poll(seconds: float) -> None:
+        """How often DBOS's internal queue (recovery, resumes) is polled from now on: fast for the
+        launch's recovery, then slower (RECOVERY_POLL_S, 1 s, INTERNAL_QUEUE_POLL_S)."""
         from dbos import _dbos
 
         instance = _dbos._dbos_global_instance
         if instance is not None:
-            instance._registry.get_internal_queue()._polling_interval_sec = INTERNAL_QUEUE_POLL_S
+            instance._registry.get_internal_queue()._polling_interval_sec = seconds
 
     @staticmethod
     def idle_pending(executor_id: str) -> list[str]:
