@@ -232,29 +232,19 @@ def _money(spec: dict) -> str:
 
 def specs_table(specs: list[dict], more: int) -> Any:
     """The spec table. Short columns keep their full width; title and detail take what is left."""
-    from rich import box
-    from rich.table import Table
+    from iwo_lite.tables import FastTable
 
     now = time.time()
-    rows = []
-    for spec in specs:
-        rows.append([spec["id"], spec["title"], spec["state"], spec["role"] or "",
-                     f"{spec['step']:02d}" if spec["step"] else "", _detail(spec, now)[:200],
-                     ago(spec["updated_at"], now), str(spec["dispatches"]), _money(spec)])
+    rows, styles = [], {}
+    for index, spec in enumerate(specs):
+        rows.append([clean("" if cell is None else str(cell)) for cell in (
+            spec["id"], spec["title"], spec["state"], spec["role"] or "",
+            f"{spec['step']:02d}" if spec["step"] else "", _detail(spec, now)[:200],
+            ago(spec["updated_at"], now), str(spec["dispatches"]), _money(spec))])
+        styles[(index, 2)] = STATE_STYLE.get(spec["state"], "")
     headers = ("id", "title", "state", "role", "NN", "doing / waiting on / error", "advanced", "calls", "$")
-    table = Table(title="iwo-lite specs", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, expand=True,
-                  caption=f"{more} older spec(s) not shown: --all shows them" if more else None)
-    for index, header in enumerate(headers):
-        stretchy = header in ("title", "doing / waiting on / error")
-        widest = max([len(header)] + [len(row[index]) for row in rows])
-        table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1 if stretchy else None,
-                         min_width=None if stretchy else widest,
-                         justify="right" if header in ("NN", "calls", "$") else "left")
-    for row in rows:
-        row = [_safe(cell) for cell in row]
-        row[2] = f"[{STATE_STYLE.get(row[2], '')}]{row[2]}[/]"
-        table.add_row(*row)
-    return table
+    return FastTable("iwo-lite specs", headers, rows, stretchy=(1, 5), right=(4, 7, 8), styles=styles,
+                     caption=f"{more} older spec(s) not shown: --all shows them" if more else None)
 
 
 def _attempt_note(step: dict, attempt: dict | None) -> str:
@@ -336,11 +326,24 @@ def trace_view(trace: dict) -> Any:
     return Group(*parts)
 
 
-def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
-         watch: bool) -> None:
+def output_console() -> Any:
+    """A rich Console for a command's output: a terminal's width, or $COLUMNS; into a pipe or a file
+    without $COLUMNS, wide enough that nothing is cut (rich would cut at 80 columns)."""
+    import sys
+
     from rich.console import Console
 
-    console = Console()
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPE_WIDTH)
+
+
+PIPE_WIDTH = 4096
+
+
+def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
+         watch: bool) -> None:
+    console = output_console()
     if sql is not None:
         columns, rows = run_sql(database_url, sql)
         if as_json:

@@ -112,7 +112,9 @@ def test_table_shows_50_most_recent_and_all_shows_every_spec(home):
 def test_watch_redraws_until_interrupted(home):
     home.submit()
     proc = subprocess.Popen([sys.executable, "-m", "iwo_lite", "status", "--watch"], env=home.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Ctrl-C reaches it even when this test runs as a background job (SIGINT ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     import time
     time.sleep(2.5)
     proc.send_signal(signal.SIGINT)
