@@ -283,12 +283,13 @@ def home(tmp_path: Path):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The fast unit tests (tests/unit/, no processes: marked `unit`, so `pytest -m unit` is the
-    inner loop) run first, then the process tests."""
+    """The fast unit tests (tests/unit/, no processes, and the files marked `unit` by hand, such as
+    the git-only tests/test_workspace.py: `pytest -m unit` is the inner loop) run first, then the
+    process tests."""
     for item in items:
         if item.nodeid.startswith("tests/unit/"):
             item.add_marker(pytest.mark.unit)
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)
+    items.sort(key=lambda item: 0 if item.get_closest_marker("unit") else 1)
 
 
 # -- the real Claude Code CLI, offline (tests/test_real_agents.py, tests/test_real_long_runs.py, bench/resume.py)

@@ -24,7 +24,8 @@ import pytest
 from iwo_lite import workspace as ws
 from iwo_lite.workspace import WorkspaceError
 
-pytestmark = pytest.mark.skipif(not ws.git_available(), reason="git is not installed")
+# No daemon: the unit tier (`pytest -m unit`), though each test runs git.
+pytestmark = [pytest.mark.skipif(not ws.git_available(), reason="git is not installed"), pytest.mark.unit]
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHOR = "Iwo Test <iwo-test@example.invalid>"
