@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from iwo_lite import __version__
+from iwo_lite import __version__, output
 from iwo_lite.config import Config, ConfigError, load_config, resolve_home
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError, first_line
 
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean = command("clean", "remove the worktrees of finished specs (and with --branches their iwo/<id> branches)")
     clean.add_argument("spec_ids", nargs="*", metavar="ID", help="only these specs (default: every finished spec)")
     clean.add_argument("--branches", action="store_true", help="also delete the specs' branches iwo/<id>")
+    clean.add_argument("--force", action="store_true",
+                       help="with --branches: also delete branches whose work is not merged into their base branch")
     command("demo", "the whole loop on a sample spec with a built-in offline agent, in a temporary home")
     command("doctor", "check config, agent command, database, tmux and Telegram settings")
     service = command("service", "run the daemon as a user service: systemd (Linux) or launchd (macOS)")
@@ -90,10 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    output.install()  # nothing printed can drive the terminal (output.py)
     _setup_logging(args.debug)
     try:
         _check_compiled_modules()
         return _dispatch(args) or EXIT_OK
+    except BrokenPipeError:  # `iwo-lite status --all | head -1`: the reader has what it wanted
+        output.quiet_broken_pipe()
+        return EXIT_OK
     except (UserError, ConfigError) as error:
         if args.debug:
             raise

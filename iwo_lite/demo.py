@@ -45,7 +45,7 @@ def _write_config(home: Path) -> None:
 
 
 def run_demo() -> int:
-    from rich.console import Console
+    from iwo_lite import output
     from rich.live import Live
 
     from iwo_lite.gates import answer_from_shell
@@ -55,7 +55,8 @@ def run_demo() -> int:
     refused = sqlite_compat.refusal()  # the demo's daemon would not get far: say why before starting
     if refused:
         raise UserError(refused)
-    console = Console()
+    console = output.console()
+    me = output.command_name()  # runnable as printed (the README's install puts iwo-lite in .venv/bin)
     home = Path(tempfile.mkdtemp(prefix="iwo-lite-demo-"))
     _write_config(home)
     config = load_config(home)
@@ -90,7 +91,7 @@ def run_demo() -> int:
                         answered.add(answer_from_shell(config, spec.id, "approve", "approved by the demo",
                                                    by="demo", via="cli"))
                         live.console.print(f"[magenta]the {trace['role']} asked: {trace['question']} "
-                                           "— the demo answers for you: iwo-lite approve "
+                                           f"— the demo answers for you: {me} approve "
                                            f"{spec.id}[/]")
                     if state in FINAL_STATES:
                         break
@@ -105,7 +106,7 @@ def run_demo() -> int:
     console.print(specs_table(*list_specs(config.database_url)))
     console.print(trace_view(spec_trace(config.database_url, spec.id)))
     console.print(f"handoffs: {home / 'specs' / spec.id / 'handoffs'}")
-    console.print(f"explore:  iwo-lite --home {home} status {spec.id}")
+    console.print(f"explore:  {me} --home {home} status {spec.id}")
     if state != "done":
         console.print(f"[red]demo did not finish: state {state}; see {home / 'daemon.log'}[/]")
         return 1

@@ -234,11 +234,13 @@ def _lock_check(home: Home) -> tuple[bool, str, str]:
 
 
 def run_doctor(config: Config) -> int:
-    from rich.console import Console
+    from iwo_lite.output import console as output_console
+    from iwo_lite.output import safe_markup
 
-    console = Console()
+    console = output_console()
     failed = 0
     for ok, what, fix in checks(config):
+        what, fix = safe_markup(what), safe_markup(fix)
         console.print(f"[green]✓[/] {what}" if ok else f"[red]✗[/] {what} — fix: {fix}")
         failed += not ok
     return EXIT_OK if not failed else EXIT_FAILURE

@@ -62,8 +62,13 @@ class Home:
         return self.runs / spec_id / f"{step:02d}-{role}" / f"attempt-{attempt}"
 
     def create(self) -> None:
+        """The home and its folders, mode 0700 — also a home the user made beforehand (mkdir leaves
+        it 0755, readable by everyone on the machine), when it is theirs."""
         for folder in (self.root, self.inbox, self.specs, self.runs):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = self.root.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.chmod(self.root, 0o700)
 
     def save_spec(self, spec_id: str, text: str) -> Path:
         """`specs/<id>/spec.md`, written once (the only place spec.md is written)."""

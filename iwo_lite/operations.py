@@ -203,6 +203,7 @@ def clean(config: Config, args: argparse.Namespace) -> int:
                 names.add(os.path.basename(path))
     removed = 0
     kept: list[str] = []
+    unmerged: list[str] = []
     failed: list[str] = []
     for name in sorted(names & wanted):
         if name not in finished:
@@ -229,6 +230,11 @@ def clean(config: Config, args: argparse.Namespace) -> int:
             with _locked(config, spec_id):
                 if _current_state(config, spec_id) not in spec_rows.FINAL_STATES:
                     continue  # resumed meanwhile: its branch is in use again
+                with Store.open(config.database_url) as store:
+                    into = (store.run(spec_rows.workspace_of(spec_id)) or {}).get("base_branch")
+                if not args.force and workspace.unmerged(repo["toplevel"], branch, into):
+                    unmerged.append(f"{branch} (not merged into {into or 'its base branch'})")
+                    continue
                 try:
                     deleted = workspace.delete_branch(repo["toplevel"], branch)
                 except workspace.WorkspaceError as error:
@@ -240,6 +246,9 @@ def clean(config: Config, args: argparse.Namespace) -> int:
                       " restores it)")
     if kept:
         print(f"kept the worktree(s) of {len(kept)} unfinished spec(s): {', '.join(kept)}")
+    if unmerged:
+        print(f"kept {len(unmerged)} branch(es) whose work is not merged (their only copy): {', '.join(unmerged)};"
+              " --force deletes them too")
     for line in failed:
         print(f"iwo-lite: clean: could not remove {line}", file=sys.stderr)
     if not removed and not failed:

@@ -326,24 +326,11 @@ def trace_view(trace: dict) -> Any:
     return Group(*parts)
 
 
-def output_console() -> Any:
-    """A rich Console for a command's output: a terminal's width, or $COLUMNS; into a pipe or a file
-    without $COLUMNS, wide enough that nothing is cut (rich would cut at 80 columns)."""
-    import sys
-
-    from rich.console import Console
-
-    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
-        return Console()
-    return Console(width=PIPE_WIDTH)
-
-
-PIPE_WIDTH = 4096
-
-
 def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
          watch: bool) -> None:
-    console = output_console()
+    from iwo_lite import output
+
+    console = output.console()
     if sql is not None:
         columns, rows = run_sql(database_url, sql)
         if as_json:
@@ -351,7 +338,7 @@ def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: boo
         else:
             from rich.table import Table
 
-            table = Table(*columns)
+            table = Table(*map(_safe, columns))
             for row in rows:
                 table.add_row(*map(_safe, row))
             console.print(table)
@@ -369,6 +356,14 @@ def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: boo
     if not watch:
         console.print(view())
         return
+    if not console.is_terminal:  # a pipe or a file: one plain snapshot a second, no cursor control
+        try:
+            while True:
+                console.print(view())
+                console.file.flush()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            return
     from rich.live import Live
 
     with Live(view(), console=console, refresh_per_second=4) as live:

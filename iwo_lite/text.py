@@ -10,14 +10,15 @@ import re
 
 from iwo_lite.errors import UserError
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0/C1 controls but \t and \n, and the bidi controls that make text read other than it is
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # A lone UTF-16 surrogate: valid in JSON ("\ud800", what Node prints for a string cut in the middle
 # of an emoji) but not encodable as UTF-8, so it would fail every write of the text (a file, SQLite).
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def clean(text: str) -> str:
-    """Control characters (terminal escapes) dropped; lone surrogates replaced with U+FFFD."""
+    """Control characters (terminal escapes) and bidi controls dropped; lone surrogates replaced with U+FFFD."""
     return _SURROGATE.sub("\ufffd", _CONTROL.sub("", text))
 
 

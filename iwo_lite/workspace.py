@@ -335,6 +335,16 @@ def _is_ancestor(repo: str, older: str, newer: str) -> bool:
     return _git(["merge-base", "--is-ancestor", older, newer], repo, check=False).rc == 0
 
 
+def unmerged(repo: str, branch: str, into: str | None) -> bool:
+    """True when `branch` holds commits that branch `into` (e.g. the spec's base branch) does not:
+    deleting it would lose work. A missing `into` counts as unmerged; a missing `branch` not."""
+    tip = branch_head(repo, branch)
+    if tip is None:
+        return False
+    target = branch_head(repo, into) if into else None
+    return target is None or not _is_ancestor(repo, tip, target)
+
+
 def list_worktrees(repo: str) -> list[dict]:
     """The repository's registered worktrees: [{"path", "head", "branch" (short name or None),
     "detached", "bare", "locked" (reason or None), "prunable" (bool)}], the main one first."""

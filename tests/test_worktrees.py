@@ -502,13 +502,16 @@ def test_cancel_and_reject_keep_the_branch_and_clean_removes_only_finished(tmp_p
     assert bad.returncode == 2 and "no-such-spec: no such spec" in bad.stderr
     assert work.branches() == ["iwo/cancelled", "iwo/finished", "iwo/not-a-spec-here", "iwo/rejected", "iwo/waiting"]
 
-    out = home.cli("clean", "--branches")
+    kept = home.cli("clean", "--branches")  # each holds the builder's commit, merged nowhere: kept
+    assert kept.returncode == 0 and "not merged" in kept.stdout and "deleted branch" not in kept.stdout, kept.stdout
+    assert work.branches() == ["iwo/cancelled", "iwo/finished", "iwo/not-a-spec-here", "iwo/rejected", "iwo/waiting"]
+    out = home.cli("clean", "--branches", "--force")
     assert out.returncode == 0, out.stderr
     deleted = sorted(line.split()[2] for line in out.stdout.splitlines() if line.startswith("deleted branch"))
     assert deleted == ["iwo/cancelled", "iwo/finished", "iwo/rejected"]
     assert work.branches() == ["iwo/not-a-spec-here", "iwo/waiting"]
     assert (worktrees / "waiting" / "work.txt").exists()
-    again = home.cli("clean", "--branches")
+    again = home.cli("clean", "--branches", "--force")
     assert again.returncode == 0 and "nothing to clean" in again.stdout
     # the waiting spec is unharmed: approve it and it finishes on its branch
     home.cli("approve", "waiting", check=True)

@@ -32,6 +32,8 @@ BUILD_VENV = REPO / "build" / "venv"
 BASE_PYTHON = getattr(sys, "_base_executable", None) or sys.executable
 BUILD_TIMEOUT_S = 600
 slow = pytest.mark.slow  # builds the zipapp; runs in CI (deselect with -m "not slow")
+# build/shiv.sh builds in the checkout (build/venv, its staging directory): one worker runs them all
+pytestmark = pytest.mark.xdist_group("zipapp")
 
 
 def commit_time() -> str | None:

@@ -176,8 +176,9 @@ def resumed(spec_id: str) -> Op:
 
 
 def workspace_of(spec_id: str) -> Op:
-    """The spec's branch (None in shared mode, or before its first dispatch), recorded head and base."""
-    return (yield One("SELECT branch, head, base_commit FROM iwo_specs WHERE id = ?", (spec_id,)))
+    """The spec's branch (None in shared mode, or before its first dispatch), recorded head, base
+    commit and base branch (the workdir's at submit)."""
+    return (yield One("SELECT branch, head, base_commit, base_branch FROM iwo_specs WHERE id = ?", (spec_id,)))
 
 
 def state(spec_id: str) -> Op:
