@@ -141,9 +141,10 @@ def test_gate_closes_at_restart_when_the_deadline_passed_while_down(home):
     spec_id = home.submit()
     daemon = home.start()
     home.wait_state(spec_id, "waiting")
+    from iwo_lite.times import parse_utc
+    deadline = parse_utc(home.spec(spec_id)["deadline"])
     daemon.kill9()
-    import time
-    time.sleep(4)
+    wait_for(lambda: time.time() > deadline + 0.2, 10, "the gate's deadline to pass while down")
     late = home.cli("approve", spec_id)
     assert late.returncode == 2 and "closed at its deadline" in late.stderr
     home.start()
