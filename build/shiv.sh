@@ -38,10 +38,17 @@ umask 022
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
 export SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
+# One build at a time makes or fills the build venv (the tests build in parallel, pytest -n, with one
+# shared venv: another build saw bin/python before bin/pip existed). flock is util-linux's.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/pip" install -q -c requirements.lock -r build/requirements-build.txt
+flock -u 9
+exec 9>&-
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/iwo-lite-shiv.XXXXXX")
 trap 'rm -rf "$work" "$out.tmp"' EXIT
