@@ -1,8 +1,10 @@
 """The inbox: a spec file dropped into `<home>/inbox/` is submitted once, then moved away.
 
-Owns: noticing complete files (not hidden, not editor or download temp files, and unchanged
-in size and mtime for SETTLE_S), submitting each exactly once, and moving it to `inbox/done/`
-(or, when it is not a valid spec, to `inbox/rejected/` with a `.why` file beside it). The
+Owns: noticing complete files (not hidden, not editor or download temp files, unchanged in size
+and mtime for SETTLE_S, and — on Linux — held open for writing by no process, so a writer that
+pauses mid-file is waited for), submitting each exactly once, and moving it to `inbox/done/`
+(or, when it is not a valid spec — or not a regular file at all: a symlink, a FIFO, a directory —
+to `inbox/rejected/` with a `.why` file beside it; an ignored name is said once in the log). The
 spec id is derived from the file's name and content (submit.derive_id), so a crash between
 "submitted" and "moved" resubmits the same id, which starts nothing new.
 
@@ -47,6 +49,7 @@ class InboxWatcher:
         self.inbox = inbox
         self.submit = submit
         self._seen: dict[str, tuple[int, int]] = {}
+        self._ignored: set[str] = set()
 
     async def run_forever(self) -> None:
         for folder in (self.inbox, self.inbox / "done", self.inbox / "rejected"):
@@ -75,9 +78,23 @@ class InboxWatcher:
                 os.close(watch)
 
     async def scan(self) -> int:
-        """Take each settled file; how many are still settling (look again SETTLE_S later)."""
+        """Take each settled file; how many are still settling (look again SETTLE_S later). An entry
+        that is not a regular file (a symlink, a FIFO, a directory, ...) is moved to rejected/ with
+        the reason; an ignored name (hidden, an editor's or a download's temp file) is said once."""
         with os.scandir(self.inbox) as entries:
-            files = [entry for entry in entries if entry.is_file(follow_symlinks=False) and is_candidate(entry.name)]
+            listed = [entry for entry in entries if entry.name not in ("done", "rejected")]
+        files = []
+        for entry in listed:
+            if not is_candidate(entry.name):
+                if entry.name not in self._ignored:
+                    self._ignored.add(entry.name)
+                    log.info("inbox: not taking %s: a hidden or temporary file (editor, download)", entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                files.append(entry)
+            else:
+                self.reject(Path(entry.path), f"{entry.name}: {_kind(entry)}, not a regular file: only a spec file"
+                                              " dropped here is taken")
+        self._ignored &= {entry.name for entry in listed}
         present = {entry.name for entry in files}
         self._seen = {name: key for name, key in self._seen.items() if name in present}
         for entry in files:
@@ -86,23 +103,77 @@ class InboxWatcher:
             if self._seen.get(entry.name) != key or stat.st_mtime > time.time() - SETTLE_S:
                 self._seen[entry.name] = key  # still being written, or just arrived: look again
                 continue
+            if await asyncio.to_thread(open_for_writing, Path(entry.path)):
+                continue  # a writer still holds it open (paused mid-write): look again at its close
             del self._seen[entry.name]
             await self.take(Path(entry.path))
         return len(self._seen)
+
+    def reject(self, path: Path, why: str) -> None:
+        """Move an entry that is not taken to rejected/, with `<name>.why` beside it."""
+        target = _free_name(self.inbox / "rejected", path.name)
+        try:
+            os.replace(path, target)
+        except OSError as error:
+            log.warning("inbox: %s (and it could not be moved to rejected/: %s)", why, error)
+            return
+        target.with_name(target.name + ".why").write_text(f"{why}\n", encoding="utf-8")
+        log.warning("inbox: rejected %s", why)
 
     async def take(self, path: Path) -> None:
         try:
             spec = await asyncio.to_thread(load_spec, path, None)  # reading stays off the event loop
         except UserError as error:
-            target = _free_name(self.inbox / "rejected", path.name)
-            os.replace(path, target)
-            target.with_name(target.name + ".why").write_text(f"{error}\n", encoding="utf-8")
-            log.warning("inbox: rejected %s: %s", path.name, error)
+            self.reject(path, f"{path.name}: {error}")
             return
         target = _free_name(self.inbox / "done", path.name)
         created = await self.submit(replace(spec, source=str(target)))
         os.replace(path, target)
         log.info("inbox: %s %s as spec %s", "submitted" if created else "already had", path.name, spec.id)
+
+
+def _kind(entry: os.DirEntry) -> str:
+    if entry.is_symlink():
+        return "a symbolic link"
+    if entry.is_dir(follow_symlinks=False):
+        return "a directory"
+    mode = entry.stat(follow_symlinks=False).st_mode
+    import stat
+
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device or other special file"
+
+
+def open_for_writing(path: Path) -> bool:
+    """Linux: whether any process (that we may look at) holds `path` open for writing — a writer that
+    paused longer than SETTLE_S has not finished. Elsewhere False (the settle time alone decides)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    target = os.path.realpath(path)
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") != target:
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    flags = next((int(line.split()[1], 8) for line in info if line.startswith("flags:")), 0)
+            except (OSError, ValueError):
+                continue
+            if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                return True
+    return False
 
 
 def _inotify(folder: Path) -> int | None:

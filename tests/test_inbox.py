@@ -79,3 +79,41 @@ def test_a_file_already_submitted_starts_nothing_new(home):
     assert ids(home) == {spec_id}
     assert home.role_counts(spec_id) == DEFAULT_ROLE_COUNTS
     assert "already had twice.md" in daemon.log()
+
+
+def test_a_writer_that_pauses_longer_than_the_settle_time_is_waited_for(home):
+    """A file held open for writing is not taken, however long its writer pauses (the old inbox
+    took it half-written after 1 s of quiet, and the rest landed in done/ unread)."""
+    daemon = home.start()
+    wait_for(lambda: "daemon running" in daemon.log(), 30)
+    inbox = home.root / "inbox"
+    with open(inbox / "paused.md", "w") as handle:
+        handle.write("# A paused writer\nfirst half\n")
+        handle.flush()
+        time.sleep(3.5)  # a writer that pauses: three settle intervals with nothing new
+        assert not (inbox / "done" / "paused.md").exists()
+        handle.write("second half\n")
+    wait_for((inbox / "done" / "paused.md").exists, 30)
+    (spec_id,) = ids(home)
+    text = (home.root / "specs" / spec_id / "spec.md").read_text()
+    assert text.endswith("first half\nsecond half\n"), text
+
+
+def test_entries_that_are_not_regular_files_are_rejected_with_the_reason(home, tmp_path):
+    import os
+
+    daemon = home.start()
+    wait_for(lambda: "daemon running" in daemon.log(), 30)
+    inbox = home.root / "inbox"
+    target = tmp_path / "elsewhere.md"
+    target.write_text("# Somewhere else\nbody\n")
+    os.symlink(target, inbox / "link.md")
+    os.mkfifo(inbox / "pipe.md")
+    (inbox / "folder.md").mkdir()
+    rejected = inbox / "rejected"
+    for name, kind in (("link.md", "symbolic link"), ("pipe.md", "FIFO"), ("folder.md", "directory")):
+        why = rejected / f"{name}.why"
+        wait_for(why.exists, 30, f"{name} rejected")
+        assert kind in why.read_text() and not (inbox / name).exists()
+    assert target.exists() and ids(home) == set()  # nothing submitted, the link's target untouched
+    assert "not a regular file" in daemon.log()
