@@ -253,9 +253,16 @@ async def commit(spec_id: str, step: int, role: str, summary: str, settings: Set
     runtime = rt()
     git = runtime.config.git
     path = str(runtime.home.worktree(spec_id))
-    made = await asyncio.to_thread(workspace.commit_dispatch, path, workspace.dispatch_message(step, role, summary),
-                            git.author, workspace.dispatch_tag(spec_id, step), since=start,
-                            branch=workspace.spec_branch(spec_id))
+    branch = workspace.spec_branch(spec_id)
+    try:
+        made = await asyncio.to_thread(workspace.commit_dispatch, path, workspace.dispatch_message(step, role, summary),
+                                       git.author, workspace.dispatch_tag(spec_id, step), since=start, branch=branch)
+    except workspace.WorkspaceError as error:  # the agent broke its worktree: a retry cannot mend it, a human can
+        return {"commit": None, "head": start, "error": (
+            f"After the {role}'s dispatch {step:02d} its worktree {path} cannot be committed: {error} (did the agent"
+            f" switch the worktree's branch, delete the worktree or break its .git?). The branch {branch} still"
+            " holds every earlier commit. Approve to make the worktree again from the branch and go on (a worktree"
+            " that cannot be mended is moved aside to worktrees/.orphaned/, not deleted); reject ends the spec.")}
     # the dispatch's commit: ours, else the agent's own last commit when it committed by itself
     shown = made["commit"] or (made["head"] if made["changed"] else None)
     await runtime.store.run(run_rows.step_commits(spec_id, step, None, shown))
@@ -266,6 +273,20 @@ async def commit(spec_id: str, step: int, role: str, summary: str, settings: Set
         if not pushed["ok"]:
             log.warning("%s: pushing %s to %s failed: %s", spec_id, branch, git.remote, pushed.get("detail"))
     return {"commit": made["commit"], "head": made["head"]}
+
+
+@durable.step(name="repair_worktree", **durable.STEP_RETRIES)
+async def repair_worktree(spec_id: str, settings: Settings, head: str | None) -> dict:
+    """After a human's yes: the spec's worktree made again from its branch (a broken or missing one
+    moved aside or re-made; a switched branch switched back). {"error"} when it still cannot be."""
+    runtime = rt()
+    branch, path = workspace.spec_branch(spec_id), str(runtime.home.worktree(spec_id))
+    made = await asyncio.to_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
+    if "error" in made:  # e.g. switched to another branch with changes: set it aside, make it anew
+        aside = await asyncio.to_thread(workspace.set_aside, _spec_repo(runtime, settings), path)
+        log.warning("%s: worktree %s set aside to %s, made again from %s", spec_id, path, aside, branch)
+        made = await asyncio.to_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
+    return {"error": made["error"]} if "error" in made else {"head": made["head"], "repaired": made["repaired"]}
 
 
 @durable.step(name="finish_workspace", **durable.STEP_RETRIES)
@@ -281,8 +302,11 @@ async def finish_workspace(spec_id: str, state: str, settings: Settings, title: 
         result["note"] = f"not merged: the workdir was on no branch (a detached HEAD) at submit; {branch} is kept"
         log.warning("%s: %s", spec_id, result["note"])
     elif state == "done" and git.on_done == "merge":
-        merged = await asyncio.to_thread(workspace.merge_branch, repo, branch, settings["base_branch"],
-                                  f"Merge {branch}: {title}", git.author)
+        try:
+            merged = await asyncio.to_thread(workspace.merge_branch, repo, branch, settings["base_branch"],
+                                             f"Merge {branch}: {title}", git.author)
+        except workspace.WorkspaceError as error:  # the checkout is in a state only its owner can mend: ask
+            merged = {"ok": False, "reason": "error", "files": [], "detail": str(error)}
         if not merged["ok"]:
             files = ", ".join(merged["files"][:10])
             result = {"ok": False, "question": (
@@ -409,8 +433,20 @@ async def _run_loop(spec: SpecInput, settings: Settings) -> str:
             prepared = await prepare(spec["id"], step, role, settings, head)
         outcome = await _dispatch_through_pauses(spec, step, role, history, answers, prepared)
         if settings["workspace"] == "worktree":
-            head = (await commit(spec["id"], step, role, outcome["summary"] or outcome["error"] or "",
-                                 settings, prepared["start"]))["head"]
+            committed = await commit(spec["id"], step, role, outcome["summary"] or outcome["error"] or "",
+                                     settings, prepared["start"])
+            repo_gates = 0
+            while committed.get("error"):  # the agent broke its worktree: ask, then make it again
+                repo_gates += 1
+                gate_id = gate_rows.gate_id_for(spec["id"], step, f"repo{repo_gates}")
+                answer = await _gate(gate_id, spec["id"], step, role, roles.GATE_AGENT_FAILED, committed["error"],
+                                     settings)
+                if answer["answer"] == "reject":
+                    return "rejected"
+                await repair_worktree(spec["id"], settings, prepared["start"])
+                committed = await commit(spec["id"], step, role, outcome["summary"] or outcome["error"] or "",
+                                         settings, prepared["start"])
+            head = committed["head"]
         history.append(outcome)
         if outcome["error_class"] == "budget" and not budget_stopped:
             # --max-budget-usd stopped the call: the cap is reached, so the next dispatch's budget

@@ -25,6 +25,7 @@ Rules every function here keeps, because the daemon calls them from DBOS steps (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -524,6 +525,21 @@ def _unregister(info: dict, path: str) -> None:
     raise WorkspaceError(f"worktree {path}: cannot drop its registration ({_first_line(res.err)})")
 
 
+def set_aside(repo: str, worktree_path: str) -> str | None:
+    """Move a worktree that cannot be mended aside (to `<parent>/.orphaned/<name>-<time>`, never
+    deleted: what the agent left there stays readable) and drop its registration, so that
+    ensure_worktree makes it again from its branch. Where it went, or None when there was nothing."""
+    info = _repo(repo)
+    path = os.path.abspath(worktree_path)
+    _check_not_checkout(info, path)
+    with _repo_lock(info):
+        aside = _move_aside(path) if os.path.lexists(path) else None
+        if any(_same_path(entry["path"], path) for entry in list_worktrees(repo)):
+            with contextlib.suppress(WorkspaceError):
+                _unregister(info, path)
+    return aside
+
+
 def _move_aside(path: str) -> str:
     parent = os.path.join(os.path.dirname(path), ".orphaned")
     os.makedirs(parent, exist_ok=True)
@@ -793,7 +809,8 @@ def merge_branch(repo: str, branch: str, into_branch: str, message: str, author:
 
     Returns {"ok": bool, "commit": the merge commit (None when there was nothing to merge),
     "already": True when an earlier run (or someone) had merged it, "reason": None | "conflict" |
-    "dirty" | "untracked" | "other-branch" | "busy" | "missing-branch" | "error",
+    "dirty" | "untracked" | "other-branch" | "busy" | "locked" (an index.lock, HEAD.lock or the
+    branch's ref lock exists: never removed here) | "missing-branch" | "error",
     "files": [...], "detail": one line}. On any failure the checkout is left exactly as it was
     (a conflicting merge is aborted, ORIG_HEAD restored). Untracked files are allowed unless the
     merge would overwrite them ("untracked"). A merge of ours interrupted by a kill (MERGE_HEAD
@@ -830,6 +847,12 @@ def merge_branch(repo: str, branch: str, into_branch: str, message: str, author:
         busy = [name for name in _IN_PROGRESS if os.path.exists(os.path.join(gitdir, name))]
         if busy:
             return fail("busy", f"{cwd} has an operation in progress ({', '.join(busy)})")
+        locks = [path for path in (os.path.join(gitdir, "index.lock"), os.path.join(gitdir, "HEAD.lock"),
+                                   _ref_lock(info, into_branch)) if os.path.exists(path)]
+        if locks:  # a git running there, or a lock a killed one left: never ours to remove
+            return fail("locked", f"{', '.join(locks)} exists: a git command is running in {cwd}, or one was killed"
+                                  " and left it (remove it when no git runs there)")
+        left_before = {name for name in _MERGE_FILES if os.path.exists(os.path.join(gitdir, name))}
         dirty = _dirty_tracked(cwd)
         if dirty:
             return fail("dirty", f"{cwd} has uncommitted changes to tracked files", dirty)
@@ -843,13 +866,22 @@ def merge_branch(repo: str, branch: str, into_branch: str, message: str, author:
             return {**result, "ok": True, "commit": commit, "detail": f"merged {branch} into {into_branch}"}
         if os.path.exists(os.path.join(gitdir, "MERGE_HEAD")):
             conflicted = _split_z(_git(["diff", "--name-only", "--diff-filter=U", "-z"], cwd, check=False).out)
-            _git(["merge", "--abort"], cwd, what=f"aborting the conflicting merge of {branch}")
+            aborted = _git(["merge", "--abort"], cwd, check=False)
+            if aborted.rc != 0 and not _dirty_tracked(cwd):  # e.g. a lock appeared: nothing was merged in
+                _undo_merge_files(gitdir, left_before)
+                _restore_orig_head(cwd, orig)
+                return fail("error", f"git merge {branch} in {cwd} failed and could not be aborted:"
+                                     f" {_first_line(aborted.err or res.err)}")
+            if aborted.rc != 0:
+                raise WorkspaceError(f"{cwd}: the merge of {branch} failed and `git merge --abort` too:"
+                                     f" {_first_line(aborted.err)}; run it there yourself")
             _restore_orig_head(cwd, orig)
             left = _dirty_tracked(cwd)
             if left or os.path.exists(os.path.join(gitdir, "MERGE_HEAD")):
                 raise WorkspaceError(f"{cwd}: aborting the merge of {branch} left changes ({', '.join(left[:5])})")
             return fail("conflict", f"merging {branch} into {into_branch} conflicts in {len(conflicted)} file(s)",
                         sorted(conflicted))
+        _undo_merge_files(gitdir, left_before)
         _restore_orig_head(cwd, orig)
         listed = [line.strip() for line in res.err.splitlines() if line.startswith("\t")]
         if "untracked working tree files would be overwritten" in res.err:
@@ -857,6 +889,17 @@ def merge_branch(repo: str, branch: str, into_branch: str, message: str, author:
         if "local changes to the following files would be overwritten" in res.err:
             return fail("dirty", f"{cwd} has uncommitted changes the merge would overwrite", listed)
         return fail("error", f"git merge {branch} in {cwd}: {_first_line(res.err or res.out)}")
+
+
+_MERGE_FILES = ("MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "AUTO_MERGE")
+
+
+def _undo_merge_files(gitdir: str, left_before: set[str]) -> None:
+    """Drop what a merge that never began wrote (MERGE_HEAD, MERGE_MSG, ...): not what was there before."""
+    for name in _MERGE_FILES:
+        if name not in left_before:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(gitdir, name))
 
 
 def _restore_orig_head(cwd: str, orig: str | None) -> None:

@@ -656,3 +656,47 @@ def test_takeover_fetches_the_branch_from_the_remote_or_asks(tmp_path, postgres_
         for home in homes:
             home.cleanup()
         seed.cleanup()
+
+
+def test_a_stale_lock_in_the_users_checkout_asks_and_leaves_it_exactly_as_it_was(tmp_path):
+    """on_done = "merge" with an index.lock (or HEAD.lock) left in the user's repository: the old
+    merge wrote MERGE_HEAD, failed, failed to abort, and ended the spec failed after four blind
+    retries. Now nothing is touched and a merge gate names the lock; once it is gone, approve merges."""
+    home, work = make_home(tmp_path, git='on_done = "merge"')
+    home.scenario({"specs": {f"locked-{name}": {"roles": {"builder": [{"write": {f"{name}.txt": "new\n"}}]}}
+                             for name in ("index", "head")}})
+    gitdir = work.path / ".git"
+    for lock in ("index.lock", "HEAD.lock"):
+        spec_id = f"locked-{lock.split('.')[0].lower()}"
+        (gitdir / lock).write_text("")  # a git killed mid-command left it
+        before = work.snapshot()
+        submit(home, spec_id)
+        if not home.daemons:
+            home.start()
+        spec = wait_question(home, spec_id, lock)
+        assert spec["gate_reason"] == "merge" and spec["state"] == "waiting", spec
+        assert work.snapshot() == before and not (gitdir / "MERGE_HEAD").exists() and (gitdir / lock).exists()
+        (gitdir / lock).unlink()
+        home.cli("approve", spec_id, check=True)
+        assert home.wait_state(spec_id, "done", "failed") == "done"
+        assert work.show("main", f"{spec_id.split('-')[1]}.txt") == "new"
+
+
+def test_an_agent_that_breaks_its_worktree_opens_a_gate_and_approve_mends_it(tmp_path):
+    """The agent deletes its worktree's .git, or switches the worktree to another branch: the old
+    loop retried the commit four times blindly and ended the spec failed. Now a gate says what is
+    wrong; approve makes the worktree again from the branch and the spec goes on."""
+    home, work = make_home(tmp_path)
+    home.scenario({"specs": {
+        "broke": {"roles": {"builder": [{"write": {"a.txt": "a\n"}, "run": "rm -rf .git"}]}},
+        "switched": {"roles": {"builder": [{"write": {"b.txt": "b\n"}, "run": "git checkout -q -b elsewhere"}]}}}})
+    for spec_id in ("broke", "switched"):
+        submit(home, spec_id)
+    home.start()
+    for spec_id in ("broke", "switched"):
+        spec = wait_question(home, spec_id, "cannot be committed")
+        assert spec["gate_reason"] == "agent_failed" and f"iwo/{spec_id}" in spec["question"], spec
+        home.cli("approve", spec_id, check=True)
+        wait_for(lambda: home.state(spec_id) in ("done", "failed") or len(home.spec(spec_id)["gates"]) > 1, 60)
+        assert home.state(spec_id) == "done", [g["question"] for g in home.spec(spec_id)["gates"]]
+    assert work.snapshot()["status"] == ""  # the user's checkout untouched throughout
