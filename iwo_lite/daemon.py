@@ -39,7 +39,7 @@ from iwo_lite.errors import UserError
 from iwo_lite.gates import Gates
 from iwo_lite.home import Home
 from iwo_lite.inbox import InboxWatcher
-from iwo_lite.intake import Spec, spec_from_text
+from iwo_lite.intake import Spec, foreign_branch, spec_from_text
 from iwo_lite.runs.dispatcher import Dispatcher
 from iwo_lite.runs.launcher import cancel_report, stop_runs, sweep_spec
 from iwo_lite.store import AsyncStore, checkpoints
@@ -326,6 +326,10 @@ class DaemonActions:
     async def submit_spec(self, spec: Spec) -> bool:
         """Queue a spec (the inbox, a message): False when its id already existed."""
         base = await asyncio.to_thread(workspace.describe_repo, str(self.config.workdir))
+        if await self.store.run(spec_rows.state(spec.id)) is None:
+            foreign = await asyncio.to_thread(foreign_branch, self.config, spec.id, base)
+            if foreign:
+                raise UserError(foreign)
         created = await self.store.run(spec_rows.queued(spec.id, spec.title, spec.source, spec.text,
                                                         base["head"], base["branch"]))
         await self.store.run(spec_rows.announce_queued())  # Postgres: every worker hears of it (as for the shell)

@@ -127,7 +127,11 @@ class InboxWatcher:
             self.reject(path, f"{path.name}: {error}")
             return
         target = _free_name(self.inbox / "done", path.name)
-        created = await self.submit(replace(spec, source=str(target)))
+        try:
+            created = await self.submit(replace(spec, source=str(target)))
+        except UserError as error:  # e.g. its branch belongs to another home
+            self.reject(path, f"{path.name}: {error}")
+            return
         os.replace(path, target)
         log.info("inbox: %s %s as spec %s", "submitted" if created else "already had", path.name, spec.id)
 

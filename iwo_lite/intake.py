@@ -108,6 +108,23 @@ def spec_from_text(text: str | bytes, filename: str | None, source: str | None) 
     return Spec(id=spec_id, title=spec_title(checked), text=checked, source=source)
 
 
+def foreign_branch(config: Config, spec_id: str, repo: dict) -> str | None:
+    """Why a new spec must not start: its branch `iwo/<id>` already exists in the workdir's repository
+    (another home's spec, or one of a home since deleted) — this home never built on it, and will not
+    without a yes. None when the branch is free or the spec works in the shared workdir."""
+    from iwo_lite import workspace
+
+    if config.workspace == "shared" or not repo.get("repository"):
+        return None
+    branch = workspace.spec_branch(spec_id)
+    tip = workspace.branch_head(repo["toplevel"], branch)
+    if tip is None:
+        return None
+    return (f"{spec_id}: branch {branch} already exists in {repo['toplevel']} (at {tip[:12]}) and this home did not"
+            f" make it (another home's spec, or one from a deleted home): delete or rename it (`git branch -m"
+            f" {branch} {branch}-old`), or submit with another --id")
+
+
 def submit(config: Config, spec: Spec) -> bool:
     """Queue `spec` from the shell; False when a spec with that id already existed (nothing new starts).
 
@@ -124,6 +141,10 @@ def submit(config: Config, spec: Spec) -> bool:
     storage.prepare(config.database_url)
     base = workspace.describe_repo(str(config.workdir))
     with Store.open(config.database_url) as db:
+        if db.run(spec_rows.state(spec.id)) is None:
+            foreign = foreign_branch(config, spec.id, base)
+            if foreign:
+                raise UserError(foreign)
         created = db.run(spec_rows.queued(spec.id, spec.title, spec.source, spec.text, base["head"], base["branch"]))
         db.run(spec_rows.announce_queued())
     if created:

@@ -700,3 +700,31 @@ def test_an_agent_that_breaks_its_worktree_opens_a_gate_and_approve_mends_it(tmp
         wait_for(lambda: home.state(spec_id) in ("done", "failed") or len(home.spec(spec_id)["gates"]) > 1, 60)
         assert home.state(spec_id) == "done", [g["question"] for g in home.spec(spec_id)["gates"]]
     assert work.snapshot()["status"] == ""  # the user's checkout untouched throughout
+
+
+def test_a_branch_this_home_did_not_make_is_never_built_on(tmp_path):
+    """An `iwo/<id>` branch left by another home (or a deleted one): the old submit went on and the
+    spec continued on that branch's old commits. Now submit (and the inbox) refuse in one line."""
+    home, work = make_home(tmp_path)
+    work.git("branch", "iwo/reused")
+    old_tip = work.rev("iwo/reused")
+    spec = home.spec_file("reused.md", spec_text("reused"))
+    out = home.cli("submit", str(spec), "--id", "reused")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "iwo/reused already exists" in out.stderr and "did not" in out.stderr
+    assert home.state("reused") is None and work.rev("iwo/reused") == old_tip
+    daemon = home.start()
+    wait_for(lambda: "daemon running" in daemon.log(), 30)
+    from iwo_lite.intake import derive_id
+
+    dropped_id = derive_id(Path("dropped.md"), spec_text("dropped"))
+    work.git("branch", f"iwo/{dropped_id}")
+    (home.root / "inbox" / "dropped.md").write_text(spec_text("dropped"))
+    why = home.root / "inbox" / "rejected" / "dropped.md.why"
+    wait_for(why.exists, 30, "the inbox to refuse dropped.md")
+    assert f"iwo/{dropped_id} already exists" in why.read_text() and home.state(dropped_id) is None
+    # the same id submitted twice is still "nothing new", once this home has made its branch
+    ok = submit(home, "mine")
+    home.wait_state(ok, "done")
+    again = home.cli("submit", str(home.spec_file("mine.md", spec_text("mine"))), "--id", "mine")
+    assert again.returncode == 0, again.stderr
