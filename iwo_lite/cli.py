@@ -209,8 +209,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "status":
         from iwo_lite.status import show
 
+        from iwo_lite.home import Home
+
         show(config.database_url, spec_id=args.spec_id, show_all=args.all, as_json=args.json, sql=args.sql,
-             watch=args.watch)
+             watch=args.watch, lock_path=Home(config.home).lock)
         return EXIT_OK
     if args.command in ("approve", "reject", "revise"):
         from iwo_lite.gates import answer_from_shell

@@ -19,7 +19,7 @@ import stat
 
 from iwo_lite.config import Config
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, first_line
-from iwo_lite.home import Home, daemon_pid
+from iwo_lite.home import Home
 from iwo_lite.store import Store, checkpoints, health
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.store import sqlite_compat
@@ -39,7 +39,7 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
                     "create it, or set workdir to your repository"))
     results += _git_checks(config)
     results += _database_checks(config)
-    results.append(_lock_check(Home(config.home)))
+    results.append(_lock_check(config, Home(config.home)))
     if config.agent.dispatch == "tmux":
         results.append((bool(shutil.which("tmux")), "tmux: " + (shutil.which("tmux") or "not found"),
                         "install tmux, or set agent.dispatch = \"subprocess\""))
@@ -228,9 +228,12 @@ def _replay_check(db: Store) -> tuple[bool, str, str]:
             "are done (doctor passes), then start this build again")
 
 
-def _lock_check(home: Home) -> tuple[bool, str, str]:
-    pid = daemon_pid(home.lock)
-    return True, f"daemon: running (pid {pid})" if pid else "daemon: not running", ""
+def _lock_check(config: Config, home: Home) -> tuple[bool, str, str]:
+    """✗ when the daemon is not running and unfinished specs wait for it (status says the same)."""
+    from iwo_lite.status import daemon_line
+
+    line, ok = daemon_line(config.database_url, home.lock)
+    return ok, line, "start the daemon: `iwo-lite run` (or `iwo-lite service install` to run it at login)"
 
 
 def run_doctor(config: Config) -> int:

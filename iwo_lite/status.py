@@ -326,8 +326,27 @@ def trace_view(trace: dict) -> Any:
     return Group(*parts)
 
 
+def daemon_line(database_url: str, lock_path) -> tuple[str, bool]:
+    """Whether this home's daemon runs, in one line, and whether that is all right: a daemon that is
+    not running while specs wait for it is the thing not to miss."""
+    from iwo_lite.home import daemon_pid
+
+    pid = daemon_pid(lock_path)
+    if pid:
+        return f"daemon: running (pid {pid})", True
+    try:
+        with store.readonly(database_url) as db:
+            waiting = db.run(spec_rows.unfinished_count()) if db is not None else 0
+    except Exception:  # a database that cannot be read (doctor says why on a line of its own)
+        return "daemon: not running", True
+    if not waiting:
+        return "daemon: not running (nothing waits for it)", True
+    return (f"daemon: NOT RUNNING — {waiting} unfinished spec(s) wait for it; start it with `iwo-lite run`"
+            " (or `iwo-lite service install`)", False)
+
+
 def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
-         watch: bool) -> None:
+         watch: bool, lock_path=None) -> None:
     from iwo_lite import output
 
     console = output.console()
@@ -351,7 +370,14 @@ def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: boo
     def view() -> Any:
         if spec_id:
             return trace_view(spec_trace(database_url, spec_id))
-        return specs_table(*list_specs(database_url, None if show_all else TABLE_LIMIT))
+        table = specs_table(*list_specs(database_url, None if show_all else TABLE_LIMIT))
+        if lock_path is None:
+            return table
+        from rich.console import Group
+        from rich.text import Text
+
+        line, ok = daemon_line(database_url, lock_path)
+        return Group(Text(line, style="green" if ok else "bold red"), table)
 
     if not watch:
         console.print(view())

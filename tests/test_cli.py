@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from conftest import wait_for
+
 
 
 def test_submit_prints_the_id_last_and_the_same_id_twice_starts_nothing_new(home):
@@ -103,10 +105,19 @@ def test_cancel_resume_and_fork(home):
 
 
 def test_doctor_reports_each_check(home):
+    out = home.cli("doctor")
+    assert out.returncode == 0 and "daemon: not running (nothing waits for it)" in out.stdout, out.stdout
     home.submit()
     out = home.cli("doctor")
     assert "database integrity: ok" in out.stdout and "database journal: wal" in out.stdout
-    assert "agent command" in out.stdout and out.returncode == 0
+    assert "agent command" in out.stdout
+    # a stopped daemon with a spec waiting for it is the one thing wrong: ✗, and status says it too
+    assert out.returncode == 1 and [line for line in out.stdout.splitlines() if line.startswith("✗")] == [
+        line for line in out.stdout.splitlines() if line.startswith("✗ daemon: NOT RUNNING — 1 unfinished")]
+    assert "daemon: NOT RUNNING — 1 unfinished spec(s) wait for it" in home.cli("status").stdout
+    daemon = home.start()
+    wait_for(lambda: "daemon running" in daemon.log(), 30)
+    assert f"daemon: running (pid {daemon.pid})" in home.cli("status").stdout
 
 
 def test_usage_errors_are_one_line_and_exit_2(home):
