@@ -75,6 +75,14 @@ def test_a_home_whose_path_holds_url_characters_keeps_its_database_inside(tmp_pa
         wait_cli_state(home, spec_id, "waiting")
         home.cli("approve", spec_id, "-m", "yes", check=True)
         assert wait_cli_state(home, spec_id, "done", "failed") == "done", home.daemon_logs()
+        # the spec's row says done in the workflow's last step; DBOS marks the workflow a moment later
+        def workflow_status():
+            conn = sqlite3.connect(f"file:{quote(str(home.root / 'iwo.sqlite'))}?mode=ro", uri=True)
+            try:
+                return conn.execute("SELECT status FROM workflow_status WHERE workflow_uuid = ?", (spec_id,)).fetchall()
+            finally:
+                conn.close()
+        wait_for(lambda: workflow_status() == [("SUCCESS",)], 30, "the workflow to be marked SUCCESS")
         assert daemon.stop() == 0
         assert sorted(os.listdir(tmp_path)) == [ODD], "a file was created outside the home"
         assert sorted(p.name for p in home.root.glob("iwo.sqlite*")) in (
