@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     fork = command("fork", "re-run a spec from a role's most recent step, as a new spec")
     fork.add_argument("spec_id", metavar="ID")
     fork.add_argument("--from", dest="from_role", required=True, metavar="ROLE")
+    diff = command("diff", "the spec's change: its branch against where it started, or one dispatch's commit")
+    diff.add_argument("spec_id", metavar="ID")
+    diff.add_argument("--dispatch", type=int, metavar="NN", help="only the commit of dispatch NN")
+    diff.add_argument("--stat", action="store_true", help="files changed, not the lines")
+    logs = command("logs", "the running (or last) agent's tool calls, one a line")
+    logs.add_argument("spec_id", metavar="ID")
+    logs.add_argument("--follow", "-f", action="store_true", help="print new ones as they come, until it ends")
     clean = command("clean", "remove the worktrees of finished specs (and with --branches their iwo/<id> branches)")
     clean.add_argument("spec_ids", nargs="*", metavar="ID", help="only these specs (default: every finished spec)")
     clean.add_argument("--branches", action="store_true", help="also delete the specs' branches iwo/<id>")
@@ -206,6 +213,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             print(f"iwo-lite: spec {spec.id} already exists; nothing new started", file=sys.stderr)
         print(spec.id)
         return EXIT_OK
+    if args.command in ("diff", "logs"):
+        from iwo_lite import views
+
+        return getattr(views, args.command)(config, args)
     if args.command == "status":
         from iwo_lite.status import show
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("loop",),  # the workflow: glue over steps
     ("workers", "inbox", "intake"),
     ("daemon",),
-    ("status", "doctor", "operations", "service", "demo"),
+    ("status", "views", "doctor", "operations", "service", "demo"),
     ("cli", "__main__"),
 ]
 
