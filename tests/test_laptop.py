@@ -238,6 +238,10 @@ def test_a_workflow_left_pending_with_nothing_running_it_is_replayed_without_a_r
     spec_id = home.submit()
     daemon = home.start()
     home.wait_state(spec_id, "done")
+    # the spec's row says done in the workflow's last step; DBOS marks the workflow a moment later:
+    # wait for that, or this test's PENDING could be overwritten by the real end
+    wait_for(lambda: home.query("SELECT status FROM workflow_status WHERE workflow_uuid = ?", (spec_id,))
+             == [("SUCCESS",)], 30, daemon.log)
     conn = sqlite3.connect(home.root / "iwo.sqlite", timeout=10)
     with conn:
         conn.execute("UPDATE workflow_status SET status = 'PENDING', output = NULL WHERE workflow_uuid = ?",

@@ -60,6 +60,8 @@ def test_the_loop_on_postgres_with_submit_before_run(workers):
     assert worker.query("SELECT COUNT(*) FROM iwo_steps WHERE spec_id = ? AND handoff_text LIKE '%verdict%'",
                         (spec_id,)) == [(6,)]
     # status --sql: the same query text as on SQLite (DBOS's tables found unqualified), read-only
+    # (the spec's row says done in the workflow's last step; DBOS marks the workflow a moment later)
+    wait_for(lambda: worker.query("SELECT status FROM workflow_status") == [("SUCCESS",)], 30)
     out = worker.cli("status", "--sql", "SELECT status FROM workflow_status", "--json", check=True)
     assert json.loads(out.stdout) == [{"status": "SUCCESS"}]
     for query in ("DELETE FROM iwo_specs", "SELECT 1; DELETE FROM iwo_specs",
