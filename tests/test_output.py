@@ -71,7 +71,8 @@ def test_a_closed_pipe_ends_every_command_quietly(home: IwoHome):
                  ("doctor",), ("status", "--json")):
         alone = home.cli(*args)  # the same command, its output read to the end
         result = _big_output_cmd(home, *args)
-        assert result.returncode == alone.returncode and result.stderr == alone.stderr, (args, result, alone.stderr)
+        # its own status, or 0 when the closed pipe cut it short (the reader had what it wanted)
+        assert result.returncode in (0, alone.returncode) and result.stderr == alone.stderr, (args, result, alone.stderr)
         assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
 
 
