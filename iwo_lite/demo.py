@@ -90,7 +90,7 @@ def run_demo() -> int:
                         time.sleep(1.0)
                         answered.add(answer_from_shell(config, spec.id, "approve", "approved by the demo",
                                                    by="demo", via="cli"))
-                        live.console.print(f"[magenta]the {trace['role']} asked: {trace['question']} "
+                        live.console.print(f"[magenta]the {trace['role']} asked: {output.safe_markup(trace['question'] or '')} "
                                            f"— the demo answers for you: {me} approve "
                                            f"{spec.id}[/]")
                     if state in FINAL_STATES:

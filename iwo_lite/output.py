@@ -8,9 +8,10 @@ Owns three things, installed once by `cli.main` (`install()`):
   U+200E/200F, U+061C), are dropped — whatever the text came from (a spec, an agent, a handoff,
   the database, a column name, a file name in an error);
 * `console()`: the rich Console for tables and colour. It writes to the real stream (its colour
-  codes are its own), so what it prints must be made safe first — `safe_markup(text)` for a
-  line of rich markup around data, and text.clean for table cells (status does this);
-  its width: the terminal's, or $COLUMNS; into a pipe or a file, wide enough that nothing is cut
+  and cursor codes are its own), and every piece of text it renders passes `terminal_safe` on the
+  way (`render`, the one method every print, table and Live redraw goes through), so data cannot
+  drive the terminal whatever the caller forgot; `safe_markup(text)` still keeps a `[...]` in data
+  from being read as markup; its width: the terminal's, or $COLUMNS; into a pipe or a file, wide enough that nothing is cut
   (rich alone cuts at 80 columns);
 * a closed pipe (`iwo-lite status --all | head -1`): `quiet_broken_pipe()` points stdout at
   /dev/null so the command ends quietly with status 0, not with a traceback.
@@ -81,7 +82,18 @@ def console():
     """The rich Console for a command's output (see the module's docstring)."""
     from rich.console import Console
 
+    from rich.segment import Segment
+
     class QuietConsole(Console):
+        def render(self, renderable, options=None):
+            # rich's own codes travel as control segments or as styles (made into escapes later,
+            # when the buffer is written); a text segment holds only what the data said
+            for segment in super().render(renderable, options):
+                if segment.control or not UNSAFE.search(segment.text):
+                    yield segment
+                else:
+                    yield Segment(terminal_safe(segment.text), segment.style, segment.control)
+
         def on_broken_pipe(self) -> None:  # rich's own exits 1; a closed pipe is no failure
             quiet_broken_pipe()
             raise BrokenPipeError
