@@ -93,8 +93,8 @@ async def admit(spec: SpecInput) -> Settings:
                                                config.budget.spec_cap_usd))
     row = await runtime.store.run(spec_rows.base(spec["id"])) or {}
     settings = dict(config.admission_settings(), priority=time.time(), **_workspace_settings(config, spec, row))
-    if settings["workspace"] == "worktree":
-        await runtime.store.run(spec_rows.on_branch(spec["id"], workspace.spec_branch(spec["id"]), None))
+    if settings["workspace"] == "worktree":  # recorded as ours when free; else prepare asks
+        await _claim_branch(runtime, spec["id"], workspace.spec_branch(spec["id"]), settings, settings["base"])
     return settings  # type: ignore[return-value]
 
 
@@ -131,6 +131,9 @@ async def prepare(spec_id: str, step: int, role: str, settings: Settings, head: 
     cwd, start, blocked = str(runtime.config.workdir), None, None
     if settings["workspace"] == "worktree":
         branch = workspace.spec_branch(spec_id)  # a fork's own branch, though its settings are its parent's
+        foreign = await _claim_branch(runtime, spec_id, branch, settings, head)
+        if foreign:  # not ours: never built on without a yes (adopt_branch)
+            return {"step": step, "cwd": cwd, "start": None, "budget": checked, "blocked": foreign, "foreign": True}
         made = await asyncio.to_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
         if "error" in made:
             blocked = made["error"]
@@ -138,6 +141,32 @@ async def prepare(spec_id: str, step: int, role: str, settings: Settings, head: 
             cwd, start = os.path.join(made["path"], settings["prefix"]), made["head"]
             await runtime.store.run(spec_rows.on_branch(spec_id, branch, start))
     return {"step": step, "cwd": cwd, "start": start, "budget": checked, "blocked": blocked}
+
+
+async def _claim_branch(runtime: Runtime, spec_id: str, branch: str, settings: Settings, head: str | None) -> str | None:
+    """The durable record of which branches this home made: the spec's `branch` column, written
+    before the branch is made (so a kill between the two leaves it ours). A spec without it whose
+    `iwo/<id>` already exists at another commit than the one it would start from — made by another
+    home meanwhile, or one since deleted — gets the question to ask instead (None: the branch is ours)."""
+    row = await runtime.store.run(spec_rows.base(spec_id))
+    if row is None or row.get("branch"):
+        return None
+    repo = _spec_repo(runtime, settings)
+    tip = await asyncio.to_thread(workspace.branch_head, repo, branch) if repo else None
+    if tip is not None and tip != head:
+        start = (head or "")[:12] or "its base"
+        return (f"Branch {branch} already exists in {repo} (at {tip[:12]}) and this home did not make it (another"
+                f" home's spec with the same id, or one from a deleted home). Approve to build on its commits; or"
+                f" delete or rename it first (git branch -m {branch} {branch}-old) and approve to start afresh"
+                f" from {start}; reject ends the spec.")
+    await runtime.store.run(spec_rows.on_branch(spec_id, branch, None))
+    return None
+
+
+@durable.step(name="adopt_branch", **durable.STEP_RETRIES)
+async def adopt_branch(spec_id: str) -> None:
+    """A human said yes to building on a branch this home did not make: record it as this spec's."""
+    await rt().store.run(spec_rows.on_branch(spec_id, workspace.spec_branch(spec_id), None))
 
 
 def _spec_repo(runtime: Runtime, settings: Settings) -> str:
@@ -430,6 +459,8 @@ async def _run_loop(spec: SpecInput, settings: Settings) -> str:
                                  settings)
             if answer["answer"] == "reject":
                 return "rejected"
+            if prepared.get("foreign"):  # a yes to a branch this home did not make
+                await adopt_branch(spec["id"])
             prepared = await prepare(spec["id"], step, role, settings, head)
         outcome = await _dispatch_through_pauses(spec, step, role, history, answers, prepared)
         if settings["workspace"] == "worktree":

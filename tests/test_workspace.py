@@ -707,3 +707,29 @@ def test_recorded_head_ahead_of_the_local_branch_is_fast_forwarded(repo, home):
     with pytest.raises(WorkspaceError, match="lacks the spec's head"):
         ws.ensure_worktree(str(repo), made["path"], "iwo/s1", base, head=diverged)
     assert g(repo, "rev-parse", "iwo/s1") == local
+
+
+@pytest.mark.parametrize("lock", ["index.lock", "HEAD.lock", "refs/heads/main.lock"])
+def test_merge_with_a_lock_in_the_checkout_touches_nothing(repo, home, lock):
+    """A lock a killed git left (or a git running now): the merge never begins, the lock stays (never
+    ours to remove), and nothing of a merge (MERGE_HEAD, ORIG_HEAD) is written."""
+    spec_with_change(repo, home)
+    path = repo / ".git" / lock
+    path.write_text("")
+    before = snapshot(repo)
+    result = ws.merge_branch(str(repo), "iwo/s1", "main", "Merge", AUTHOR)
+    assert not result["ok"] and result["reason"] == "locked" and lock.split("/")[-1] in result["detail"], result
+    assert snapshot(repo) == before and path.exists() and count(repo, "main") == 1
+    for name in ("MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "AUTO_MERGE"):
+        assert not (repo / ".git" / name).exists()
+    path.unlink()
+    assert ws.merge_branch(str(repo), "iwo/s1", "main", "Merge", AUTHOR)["ok"]
+
+
+def test_merge_with_a_detached_head_touches_nothing(repo, home):
+    spec_with_change(repo, home)
+    g(repo, "checkout", "-q", "--detach", "HEAD")
+    before = snapshot(repo)
+    result = ws.merge_branch(str(repo), "iwo/s1", "main", "Merge", AUTHOR)
+    assert not result["ok"] and result["reason"] == "other-branch" and "detached" in result["detail"], result
+    assert snapshot(repo) == before and count(repo, "main") == 1

@@ -728,3 +728,34 @@ def test_a_branch_this_home_did_not_make_is_never_built_on(tmp_path):
     home.wait_state(ok, "done")
     again = home.cli("submit", str(home.spec_file("mine.md", spec_text("mine"))), "--id", "mine")
     assert again.returncode == 0, again.stderr
+
+
+def test_a_branch_made_elsewhere_after_submit_is_asked_about_before_any_agent_runs(tmp_path):
+    """The same spec queued in two homes (or one whose branch another home makes meanwhile): the branch
+    was free at submit, but exists when the daemon gets to it. The old loop built on it silently. Now
+    the spec waits on an agent_failed gate naming the branch before any dispatch; approve builds on
+    it (recorded as this spec's from then on); a spec whose branch was deleted meanwhile starts afresh."""
+    home, work = make_home(tmp_path)
+    home.scenario({"specs": {name: {"roles": {"builder": [{"write": {f"{name}.txt": "mine\n"}}]}}
+                             for name in ("raced", "freed")}})
+    for spec_id in ("raced", "freed"):
+        submit(home, spec_id)
+        work.git("checkout", "-q", "-b", f"iwo/{spec_id}")
+        work.commit({f"{spec_id}-theirs.txt": "theirs\n"}, f"another home's work on {spec_id}")
+        work.git("checkout", "-q", "main")
+    theirs = work.rev("iwo/raced")
+    home.start()
+    for spec_id in ("raced", "freed"):
+        spec = wait_question(home, spec_id, "this home did not make it")
+        assert spec["gate_reason"] == "agent_failed" and f"iwo/{spec_id}" in spec["question"], spec
+        assert not log_lines(home, spec_id), "an agent ran on a branch this home did not make"
+    assert work.rev("iwo/raced") == theirs and work.snapshot()["status"] == ""
+    home.cli("approve", "raced", check=True)
+    work.git("branch", "-D", "iwo/freed")
+    home.cli("approve", "freed", check=True)
+    for spec_id in ("raced", "freed"):
+        assert home.wait_state(spec_id, "done", "failed") == "done", home.daemon_logs()
+        assert len(home.spec(spec_id)["gates"]) == 1
+    assert work.git("merge-base", "--is-ancestor", theirs, "iwo/raced", check=False) == ""
+    assert work.show("iwo/raced", "raced-theirs.txt") == "theirs" and work.show("iwo/raced", "raced.txt") == "mine"
+    assert work.show("iwo/freed", "freed-theirs.txt") is None and work.show("iwo/freed", "freed.txt") == "mine"
