@@ -109,12 +109,22 @@ def spec_from_text(text: str | bytes, filename: str | None, source: str | None) 
 
 
 def foreign_branch(config: Config, spec_id: str, repo: dict) -> str | None:
-    """Why a new spec must not start: its branch `iwo/<id>` already exists in the workdir's repository
+    """Why a new spec must not start: a workdir that cannot give it a branch (worktree mode, or a
+    repository without a commit where the mode is ""), or its branch `iwo/<id>` already exists in the workdir's repository
     (another home's spec, or one of a home since deleted) — this home never built on it, and will not
     without a yes. None when the branch is free or the spec works in the shared workdir."""
     from iwo_lite import workspace
 
-    if config.workspace == "shared" or not repo.get("repository"):
+    if config.workspace == "shared":
+        return None
+    if not repo.get("repository") or not repo.get("head"):  # the daemon could only fail it (or go shared)
+        if repo.get("repository"):
+            return (f"{spec_id}: workdir {config.workdir} is a git repository without a commit, so the spec"
+                    f" cannot have its own branch: make a first commit there (git commit --allow-empty -m start),"
+                    f" or set workspace = \"shared\" in the config to work in the workdir itself")
+        if config.workspace == "worktree":
+            return (f"{spec_id}: workspace = \"worktree\", but workdir {config.workdir} is not a git repository:"
+                    f" git init and commit there, or set workdir to your repository")
         return None
     branch = workspace.spec_branch(spec_id)
     tip = workspace.branch_head(repo["toplevel"], branch)

@@ -691,3 +691,32 @@ def test_a_negative_cost_does_not_bypass_the_cap_nor_an_absurd_one_close_the_day
     spec = wait_for(lambda: (s := home.spec(spec_id))["state"] == "waiting" and s, 60, lambda: home.spec(spec_id))
     assert spec["gates"][-1]["reason"] == "budget" and spec["role"] == "docs", spec
     assert spec["cost_usd"] == pytest.approx(0.06)
+
+
+def test_a_workdir_that_cannot_give_a_spec_its_branch_is_refused_at_submit(home):
+    """A newcomer's first real repository: workspace = "worktree" on a directory that is not a git
+    repository, or a fresh `git init` with no commit yet. The old submit queued the spec, and the
+    daemon failed it after four blind retries (or, with the mode left "", let the agents loose in the
+    workdir itself). Now submit and the inbox refuse it in one line naming the workdir and the fix."""
+    work = home.root / "work"
+    config = home.root / "config.toml"
+    config.write_text('workspace = "worktree"\n' + config.read_text())
+    spec = home.spec_file()
+    out = home.cli("submit", str(spec), "--id", "nogit")
+    assert_one_line_error(out, str(work), "not a git repository")
+    config.write_text(config.read_text().replace('workspace = "worktree"\n', ""))
+    env = {**home.env, "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run(["git", "init", "-q", str(work)], check=True, env=env)
+    out = home.cli("submit", str(spec), "--id", "nocommit")
+    assert_one_line_error(out, str(work), "without a commit")
+    daemon = home.start()
+    wait_for(lambda: "daemon running" in daemon.log(), 30)
+    (home.root / "inbox" / "dropped.md").write_text("# Dropped\nbody\n")
+    why = home.root / "inbox" / "rejected" / "dropped.md.why"
+    wait_for(why.exists, 30, "the inbox to refuse dropped.md")
+    assert str(work) in why.read_text() and "without a commit" in why.read_text()
+    assert home.state("nogit") is None and home.state("nocommit") is None
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=U", "-c", "user.email=u@example.invalid",
+                    "-c", "commit.gpgsign=false", "commit", "-q", "--allow-empty", "-m", "start"], check=True, env=env)
+    assert home.cli("submit", str(spec), "--id", "committed").returncode == 0
+    assert home.state("committed") == "queued"
