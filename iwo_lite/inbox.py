@@ -106,7 +106,7 @@ class InboxWatcher:
             if await asyncio.to_thread(open_for_writing, Path(entry.path)):
                 continue  # a writer still holds it open (paused mid-write): look again at its close
             del self._seen[entry.name]
-            await self.take(Path(entry.path))
+            await self.take(Path(entry.path), key)
         return len(self._seen)
 
     def reject(self, path: Path, why: str) -> None:
@@ -120,12 +120,18 @@ class InboxWatcher:
         target.with_name(target.name + ".why").write_text(f"{why}\n", encoding="utf-8")
         log.warning("inbox: rejected %s", why)
 
-    async def take(self, path: Path) -> None:
+    async def take(self, path: Path, settled: tuple[int, int] | None = None) -> None:
         try:
             spec = await asyncio.to_thread(load_spec, path, None)  # reading stays off the event loop
         except UserError as error:
             self.reject(path, f"{path.name}: {error}")
             return
+        try:
+            after = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # taken away while it was read: nothing to submit
+        if settled is not None and (after.st_size, after.st_mtime_ns) != settled:
+            return  # written to while it was read (a writer we cannot see): settle again, read again
         target = _free_name(self.inbox / "done", path.name)
         try:
             created = await self.submit(replace(spec, source=str(target)))
