@@ -387,11 +387,27 @@ def test_agent_stdout_over_the_64_mib_cap_is_reported_as_such(lab):
 
 
 def test_escape_sequences_in_agent_output_never_reach_the_terminal(lab):
-    out = lab.stdout_file("escape.out", b"\x1b]0;owned\x07\x1b[2J\x1b[31mnot json\x00\n")
+    """Every kind of terminal-driving text (escapes, a bell, NUL, a C1 CSI, bidi overrides and
+    isolates, the marks) through every command that shows an agent's output."""
+    hostile = "\x1b]0;owned\x07\x1b[2J\x1b[31mnot json\x00 \u202eevil\u2066x\u2069\u200f\x9b6n\n"
+    out = lab.stdout_file("escape.out", hostile.encode("utf-8"))
     lab.override("escape-out", "tester", f"cat '{out}'\n")
     lab.bad_and_good("escape-out", "tester", "not JSON")
-    shown = lab.home.cli("status", "escape-out", check=True).stdout + lab.home.cli("status", check=True).stdout
-    assert "\x1b" not in shown and "\x00" not in shown
+    home = lab.home
+    watch = subprocess.Popen([sys.executable, "-m", "iwo_lite", "status", "escape-out", "--watch"], env=home.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.5)
+    finally:
+        watch.send_signal(2)
+        watched, watch_err = watch.communicate(timeout=30)
+    runs = {"status ID": home.cli("status", "escape-out", check=True).stdout, "status": home.cli("status").stdout,
+            "logs ID": home.cli("logs", "escape-out").stdout, "status --watch | cat": watched + watch_err,
+            "status --sql": home.cli("status", "--sql", "SELECT note FROM iwo_gates").stdout}
+    unsafe = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+    for what, shown in runs.items():
+        assert not unsafe.findall(shown), f"{what}: {unsafe.findall(shown)!r} in {shown[-1500:]!r}"
+    assert "not json" in runs["status ID"] and watched.count("escape-out") >= 2  # a snapshot a second, plain
 
 
 # ================================================================================ Telegram
