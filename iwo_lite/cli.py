@@ -94,12 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    output.install()  # nothing printed can drive the terminal (output.py), a usage error's echo included
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    output.install()  # nothing printed can drive the terminal (output.py)
     _setup_logging(args.debug)
     try:
         _check_compiled_modules()

@@ -46,6 +46,9 @@ def test_every_commands_output_is_terminal_safe(home: IwoHome, tmp_path):
         "approve (an unknown id)": home.cli("approve", f"x{HOSTILE}"),
         "status (an unknown id)": home.cli("status", f"x{HOSTILE}"),
         "fork (a bad role)": home.cli("fork", spec_id, "--from", f"r{HOSTILE}"),
+        "a usage error (an unknown flag, echoed)": home.cli("status", f"--x{HOSTILE}"),
+        "a usage error (a bad choice)": home.cli("service", f"x{HOSTILE}"),
+        "logs ID": home.cli("logs", spec_id),
     }
     for what, result in runs.items():
         assert_safe(result, what)

@@ -689,11 +689,12 @@ def test_an_agent_that_breaks_its_worktree_opens_a_gate_and_approve_mends_it(tmp
     home, work = make_home(tmp_path)
     home.scenario({"specs": {
         "broke": {"roles": {"builder": [{"write": {"a.txt": "a\n"}, "run": "rm -rf .git"}]}},
-        "switched": {"roles": {"builder": [{"write": {"b.txt": "b\n"}, "run": "git checkout -q -b elsewhere"}]}}}})
-    for spec_id in ("broke", "switched"):
+        "switched": {"roles": {"builder": [{"write": {"b.txt": "b\n"}, "run": "git checkout -q -b elsewhere"}]}},
+        "deleted": {"roles": {"builder": [{"write": {"c.txt": "c\n"}, "run": 'cd / && rm -rf "$OLDPWD"'}]}}}})
+    for spec_id in ("broke", "switched", "deleted"):
         submit(home, spec_id)
     home.start()
-    for spec_id in ("broke", "switched"):
+    for spec_id in ("broke", "switched", "deleted"):
         spec = wait_question(home, spec_id, "cannot be committed")
         assert spec["gate_reason"] == "agent_failed" and f"iwo/{spec_id}" in spec["question"], spec
         home.cli("approve", spec_id, check=True)
