@@ -77,6 +77,10 @@ def test_a_closed_pipe_ends_every_command_quietly(home: IwoHome):
         # its own status, or 0 when the closed pipe cut it short (the reader had what it wanted)
         assert result.returncode in (0, alone.returncode) and result.stderr == alone.stderr, (args, result, alone.stderr)
         assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+    # the endless ones: the reader leaving is how they end, quietly and with 0
+    for args in (("status", "--watch"), ("status", "--all", "--watch")):
+        result = _big_output_cmd(home, *args)
+        assert result.returncode == 0 and result.stderr == "", (args, result)
 
 
 def test_watch_into_a_pipe_prints_plain_snapshots(home: IwoHome):
