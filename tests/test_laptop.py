@@ -511,3 +511,30 @@ def test_an_agent_orphaned_while_the_daemon_was_down_is_stopped_before_the_next_
     wait_for(lambda: _builder_start(home, 2), 60, "the next attempt")
     assert not pid_alive(first["pid"]) and not pid_alive(first["child_pid"])
     home.wait_state(spec_id, "done")
+
+
+def test_a_home_deleted_and_made_again_never_builds_on_the_old_homes_branch(tmp_path):
+    """rm -rf ~/.iwo-lite, a fresh home, the same spec file submitted again: its id (name + content
+    hash) is the old spec's, whose branch iwo/<id> still holds the old home's commits. The old
+    submit went on and built on them; now it is refused in one line, the branch untouched."""
+    from test_worktrees import make_home, spec_text
+
+    home, work = make_home(tmp_path)
+    home.scenario({"roles": {"builder": [{"write": {"old.txt": "old home's work\n"}}]}})
+    spec = tmp_path / "feature.md"
+    spec.write_text(spec_text("feature"))
+    spec_id = home.submit(spec)
+    home.start()
+    assert home.wait_state(spec_id, "done", "failed") == "done"
+    for daemon in home.daemons:
+        daemon.stop()
+    old_tip = work.rev(f"iwo/{spec_id}")
+    for name in os.listdir(home.root):  # the home goes; the user's repository (its workdir) stays
+        if name not in ("work", "global.gitconfig", "scenario.json", "fake-claude.log"):
+            path = home.root / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    home.configure()
+    out = home.cli("submit", str(spec))
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"iwo/{spec_id} already exists" in out.stderr and "did not make" in out.stderr
+    assert home.state(spec_id) is None and work.rev(f"iwo/{spec_id}") == old_tip
