@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs = command("logs", "the running (or last) agent's tool calls, one a line")
     logs.add_argument("spec_id", metavar="ID")
     logs.add_argument("--follow", "-f", action="store_true", help="print new ones as they come, until it ends")
+    web = command("web", "serve the dashboard (the first line printed is the URL to open, with its token)")
+    web.add_argument("--port", type=int, metavar="N", help="the port (default [web] port, 8765; 0 = a free one)")
+    web.add_argument("--host", metavar="H", help="the address to listen on (default [web] host, 127.0.0.1)")
     clean = command("clean", "remove the worktrees of finished specs (and with --branches their iwo/<id> branches)")
     clean.add_argument("spec_ids", nargs="*", metavar="ID", help="only these specs (default: every finished spec)")
     clean.add_argument("--branches", action="store_true", help="also delete the specs' branches iwo/<id>")
@@ -203,7 +206,26 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
         from iwo_lite.daemon import serve
 
-        asyncio.run(serve(config))
+        companions = []
+        if config.web.enabled:  # the dashboard in the daemon's own loop: one process is enough
+            from iwo_lite.web.server import companion
+
+            companions.append(companion)
+        asyncio.run(serve(config, companions=companions))
+        return EXIT_OK
+    if args.command == "web":
+        import asyncio
+
+        from iwo_lite.config_checks import Bad, host as check_host, int_at_least
+        from iwo_lite.web.server import serve as serve_web
+
+        checked = {}
+        for flag, value, check in (("port", args.port, int_at_least(0, 65535)), ("host", args.host, check_host)):
+            try:
+                checked[flag] = check(value) if value is not None else None
+            except Bad as error:
+                raise UserError(f"--{flag}: {error}") from None
+        asyncio.run(serve_web(config, checked["host"], checked["port"]))
         return EXIT_OK
     if args.command == "submit":
         from iwo_lite.intake import load_spec, submit
@@ -222,8 +244,14 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
         from iwo_lite.home import Home
 
+        tools = None
+        if args.spec_id:  # each attempt's tool calls, read from its output by its agent kind
+            from iwo_lite import views
+
+            def tools(attempt: dict) -> dict:
+                return views.tool_counts(config, attempt)
         show(config.database_url, spec_id=args.spec_id, show_all=args.all, as_json=args.json, sql=args.sql,
-             watch=args.watch, lock_path=Home(config.home).lock)
+             watch=args.watch, lock_path=Home(config.home).lock, tools=tools)
         return EXIT_OK
     if args.command in ("approve", "reject", "revise"):
         from iwo_lite.gates import answer_from_shell

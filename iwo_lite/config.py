@@ -299,8 +299,18 @@ class BudgetConfig:
         return self.per_spec_usd or None
 
 
+@dataclass(frozen=True)
+class WebConfig:
+    """``[web]``: the dashboard (`iwo-lite web`, or the daemon itself with enabled = true)."""
+
+    host: str = key("127.0.0.1", check.host)  # anything but loopback: a warning (the token still guards it)
+    port: int = key(8765, check.int_at_least(0, 65535))  # 0 = a free port
+    enabled: bool = key(False, check.boolean)  # `iwo-lite run` serves it too
+
+
 SECTIONS: dict[str, type] = {"agent": AgentConfig, "loop": LoopConfig, "approvals": ApprovalsConfig,
-                             "telegram": TelegramConfig, "git": GitConfig, "budget": BudgetConfig}
+                             "telegram": TelegramConfig, "git": GitConfig, "budget": BudgetConfig,
+                             "web": WebConfig}
 
 
 def _default_roles() -> Mapping[str, RoleConfig]:
@@ -329,6 +339,7 @@ class Config:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     git: GitConfig = field(default_factory=GitConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)  # [agents.<kind>]
 
     @property

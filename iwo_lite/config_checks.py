@@ -107,6 +107,21 @@ def string(value: Any) -> str:
     return value
 
 
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Bad(f"expected true or false, {got(value)}")
+    return value
+
+
+def host(value: Any) -> str:
+    """An address to listen on: a name or an IP address, no scheme, port or spaces."""
+    if not isinstance(value, str) or not value.strip():
+        raise Bad(f"expected a host name or IP address such as \"127.0.0.1\", {got(value)}")
+    if any(c in value for c in " /\t\n") or value.count(":") == 1:
+        raise Bad(f"expected a host name or IP address without scheme or port, got {show(value)}")
+    return value
+
+
 def nonempty_string(value: Any) -> str:
     if not isinstance(value, str):
         raise Bad(f"expected a string, {got(value)}")

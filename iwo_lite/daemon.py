@@ -118,8 +118,9 @@ def check_ready(config: Config) -> sandbox.Choice:
     return confined
 
 
-async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set or SIGINT/SIGTERM/SIGHUP arrives."""
+async def serve(config: Config, *, stop: asyncio.Event | None = None, companions: list = ()) -> None:
+    """Run until `stop` is set or SIGINT/SIGTERM/SIGHUP arrives. Each of `companions` (an async
+    function of (config, stop), e.g. the dashboard's server) runs beside the loop until then."""
     home = Home(config.home)
     stop = stop or asyncio.Event()
     confined = check_ready(config)
@@ -172,6 +173,8 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             asyncio.create_task(starter.run_forever(), name="iwo-starter"),
             asyncio.create_task(inbox.run_forever(), name="iwo-inbox"),
             asyncio.create_task(courier.run_forever(), name="iwo-courier"),
+            *(asyncio.create_task(run(config, stop), name=f"iwo-{getattr(run, '__name__', 'companion')}")
+              for run in companions),
         ]
         if shared:
             background += [

@@ -44,8 +44,9 @@ def list_specs(database_url: str, limit: int | None = None, spec_id: str | None 
         return ([], 0) if db is None else db.run(spec_rows.listed(limit, spec_id))
 
 
-def spec_trace(database_url: str, spec_id: str) -> dict:
-    """One spec with its dispatches (each with its attempts) and its gates."""
+def spec_trace(database_url: str, spec_id: str, tools=None) -> dict:
+    """One spec with its dispatches (each with its attempts) and its gates; with `tools` (attempt ->
+    views.tool_counts), each attempt's tool calls counted: how many, which failed, which were denied."""
     with store.readonly(database_url) as db:
         specs = db.run(spec_rows.listed(spec_id=spec_id))[0] if db is not None else []
         if not specs:
@@ -57,6 +58,8 @@ def spec_trace(database_url: str, spec_id: str) -> dict:
     for attempt in attempts:
         if attempt.get("cost_note"):
             attempt["cost_usd"] = None  # unknown: the agent reported no believable cost
+        if tools is not None:
+            attempt["tools"] = tools(attempt)
     for step in steps:
         step["attempts"] = [a for a in attempts if a["step"] == step["step"]]
         step["cost_usd"] = round(sum(a["cost_usd"] or 0 for a in step["attempts"]), 6)
@@ -265,6 +268,7 @@ def _attempt_note(step: dict, attempt: dict | None) -> str:
             notes.append(attempt["error"])  # says "stalled", "permission denied: ..." itself
         if attempt.get("denials") and "permission denied" not in (attempt.get("error") or ""):
             notes.append("denied: " + ", ".join(f"{d.get('tool')}({d.get('input', '')})" for d in attempt["denials"]))
+        notes.extend(_tools_note(attempt.get("tools")))
         if attempt.get("finished_at") is None and attempt.get("progress"):
             notes.append(progress_text(attempt["progress"]))
     last = attempt is None or attempt["attempt"] == len(step["attempts"])
@@ -273,6 +277,18 @@ def _attempt_note(step: dict, attempt: dict | None) -> str:
     if last and step["handoff"]:
         notes.append("specs/" + step["handoff"].rsplit("/specs/", 1)[-1])
     return "; ".join(notes)
+
+
+def _tools_note(tools: dict | None) -> list[str]:
+    """`5 tool calls, 2 FAILED (Write, Write), 1 denied (Bash(rm -rf x))`: a failed tool is never progress."""
+    if not tools or not tools["calls"]:
+        return []
+    note = f"{tools['calls']} tool call(s)"
+    if tools["failed"]:
+        note += f", {tools['failed']} FAILED ({', '.join(tools['failed_tools'][:5])})"
+    if tools["denied"]:
+        note += f", {tools['denied']} denied ({', '.join(tools['denied_tools'][:3])})"
+    return [note]
 
 
 def trace_view(trace: dict) -> Any:
@@ -346,7 +362,7 @@ def daemon_line(database_url: str, lock_path) -> tuple[str, bool]:
 
 
 def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
-         watch: bool, lock_path=None) -> None:
+         watch: bool, lock_path=None, tools=None) -> None:
     from iwo_lite import output
 
     console = output.console()
@@ -363,13 +379,13 @@ def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: boo
             console.print(table)
         return
     if as_json:
-        data = [spec_trace(database_url, spec_id)] if spec_id else list_specs(database_url)[0]
+        data = [spec_trace(database_url, spec_id, tools)] if spec_id else list_specs(database_url)[0]
         print(json_text(data, indent=2))
         return
 
     def view() -> Any:
         if spec_id:
-            return trace_view(spec_trace(database_url, spec_id))
+            return trace_view(spec_trace(database_url, spec_id, tools))
         table = specs_table(*list_specs(database_url, None if show_all else TABLE_LIMIT))
         if lock_path is None:
             return table

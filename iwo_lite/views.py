@@ -83,6 +83,15 @@ def timeline(config: Config, attempt: dict) -> list:
         return []
 
 
+def tool_counts(config: Config, attempt: dict) -> dict:
+    """How many tool calls the attempt made, which failed and which were denied (from its timeline)."""
+    events = timeline(config, attempt)
+    failed = [event.tool for event in events if event.status == "failed"]
+    denied = [f"{event.tool}({event.input[:60]})" for event in events if event.status == "denied"]
+    return {"calls": len(events), "failed": len(failed), "failed_tools": failed, "denied": len(denied),
+            "denied_tools": denied}
+
+
 def event_line(step: int, role: str, attempt: int, event) -> str:
     at = (event.at or "")[11:19] or "--:--:--"
     mark = {"ok": "", "failed": " FAILED", "denied": " DENIED", "running": " …"}.get(event.status, "")

@@ -226,15 +226,26 @@ def listed(limit: int | None = None, spec_id: str | None = None) -> Op:
     """(specs newest first, how many more there are beyond `limit`)."""
     where, params = ("WHERE s.id = ?", (spec_id,)) if spec_id else ("", ())
     limit_sql = f"LIMIT {int(limit)}" if limit else ""
-    rows = yield All(SPEC_QUERY.format(where=where, limit=limit_sql), params)
-    specs = [{field: row[field] for field in SPEC_FIELDS} for row in rows]
-    for spec in specs:
-        spec["cost_usd"] = round(spec["cost_usd"] or 0.0, 6)
-        spec["progress"] = json.loads(spec["progress"]) if spec["progress"] else None
+    specs = _spec_dicts((yield All(SPEC_QUERY.format(where=where, limit=limit_sql), params)))
     if spec_id or not limit:
         return specs, 0
     total = (yield One("SELECT COUNT(*) AS n FROM iwo_specs"))["n"]
     return specs, max(0, total - len(specs))
+
+
+def changed_since(since: str) -> Op:
+    """The specs a board showing every spec up to `since` must draw again: every unfinished one (its
+    progress moves without its row changing) and every one updated at or after `since`."""
+    return _spec_dicts((yield All(SPEC_QUERY.format(where=f"WHERE s.state IN {_LIVE} OR s.updated_at >= ?",
+                                                    limit=""), (since,))))
+
+
+def _spec_dicts(rows: list[dict]) -> list[dict]:
+    specs = [{field: row[field] for field in SPEC_FIELDS} for row in rows]
+    for spec in specs:
+        spec["cost_usd"] = round(spec["cost_usd"] or 0.0, 6)
+        spec["progress"] = json.loads(spec["progress"]) if spec["progress"] else None
+    return specs
 
 
 # "Saved by replay": what a daemon without checkpoints would have paid again. A recovery of a
@@ -276,3 +287,15 @@ def saved_by_replay(spec_id: str) -> Op:
     """(saved_usd, recoveries) of one spec."""
     row = yield One(SAVED_SQL, {"id": spec_id})
     return round(row["saved"] or 0.0, 6), row["recoveries"]
+
+
+def change_mark() -> Op:
+    """A value that changes whenever a spec, an attempt (its progress included) or a gate does: what
+    a live page waits on where no file can be watched (Postgres)."""
+    head = yield One("SELECT (SELECT MAX(updated_at) FROM iwo_specs) AS specs,"
+                     " (SELECT COUNT(*) FROM iwo_attempts) AS attempts,"
+                     " (SELECT COUNT(*) FROM iwo_attempts WHERE finished_at IS NOT NULL) AS finished,"
+                     " (SELECT COUNT(*) FROM iwo_gates WHERE answer IS NOT NULL) AS answers")
+    running = yield All("SELECT spec_id, step, attempt, progress FROM iwo_attempts WHERE finished_at IS NULL"
+                        " ORDER BY spec_id, step, attempt")
+    return tuple(head.values()), tuple(tuple(row.values()) for row in running)
