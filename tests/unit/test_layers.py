@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("workers", "inbox", "intake"),
     ("daemon",),
     ("status", "views", "doctor", "operations", "service", "demo"),
+    ("web",),  # web/*: the dashboard over status and views; answers through gates and intake
     ("cli", "__main__"),
 ]
 

@@ -61,11 +61,11 @@ function tokens(n) { n = n || 0; return n >= 1000 ? `${Math.round(n / 1000)}k` :
 function nn(step) { return step ? String(step).padStart(2, "0") : ""; }
 
 // a live countdown or age: redrawn every second without a fetch
-function clock(kind, at) { return h("span", { class: "clock", dataset: { kind, at: at || "" } }, kind === "left" ? left(at) : ago(at)); }
+function since(text) { const at = parseUtc(text); return Number.isNaN(at) ? "" : span((Date.now() - at) / 1000); }
+const CLOCKS = { left, ago, since };
+function clock(kind, at) { return h("span", { class: "clock", dataset: { kind, at: at || "" } }, CLOCKS[kind](at)); }
 setInterval(() => {
-  for (const el of document.querySelectorAll(".clock")) {
-    el.textContent = el.dataset.kind === "left" ? left(el.dataset.at) : ago(el.dataset.at);
-  }
+  for (const el of document.querySelectorAll(".clock")) el.textContent = CLOCKS[el.dataset.kind](el.dataset.at);
 }, 1000);
 
 async function api(path, options = {}) {
@@ -150,7 +150,7 @@ function specRow(spec) {
     h("td", {}, spec.role || ""),
     h("td", { class: "num" }, nn(spec.step)),
     h("td", { class: "detail" }, detailOf(spec)),
-    h("td", { class: "num" }, FINISHED.has(spec.state) ? ago(spec.updated_at) : clock("ago", spec.created_at)),
+    h("td", { class: "num" }, FINISHED.has(spec.state) ? ago(spec.updated_at) : clock("since", spec.created_at)),
     h("td", { class: "num" }, spec.dispatches),
     h("td", { class: "num" }, money(spec.cost_usd) + (spec.budget_usd ? ` / $${spec.budget_usd.toFixed(2)}` : "")));
 }
@@ -362,10 +362,11 @@ function callsTab(spec) {
   const head = h("p", { class: "muted" }, `dispatch ${nn(ev.step)} ${ev.role || ""} · attempt ${ev.attempt} · ${ev.agent || ""} · `,
     ev.finished ? "finished" : h("span", { class: "tag now" }, "running"), ` · ${ev.events.length} tool call(s)`);
   if (!ev.events.length) return [picker, head, h("p", { class: "muted" }, "No tool calls (yet).")];
+  const timed = ev.events.some((e) => e.at); // Claude Code's stream carries no times; Codex's rollout does
   return [picker, head, h("table", { class: "calls" },
-    h("thead", {}, h("tr", {}, ["#", "at", "tool", "input", "", "result"].map((c) => h("th", {}, c)))),
+    h("thead", {}, h("tr", {}, ["#", timed ? "at" : null, "tool", "input", "", "result"].filter((c) => c !== null).map((c) => h("th", {}, c)))),
     h("tbody", {}, ev.events.map((e) => h("tr", { class: `call ${e.status}` },
-      h("td", { class: "num" }, e.seq), h("td", {}, (e.at || "").slice(11, 19)), h("td", {}, h("b", {}, e.tool)),
+      h("td", { class: "num" }, e.seq), timed ? h("td", {}, (e.at || "").slice(11, 19)) : null, h("td", {}, h("b", {}, e.tool)),
       h("td", { class: "mono" }, e.input), h("td", {}, e.status === "ok" ? "" : h("span", { class: `tag ${e.status === "failed" ? "bad" : e.status === "denied" ? "warn" : "now"}` }, e.status)),
       h("td", { class: "mono result" }, e.result)))))];
 }
