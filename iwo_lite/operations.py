@@ -143,7 +143,9 @@ def fork(config: Config, args: argparse.Namespace) -> int:
         raise UserError(f"--from {args.from_role!r}: expected one of {', '.join(ROLES)}")
     _spec_state(config, args.spec_id)
     with Store.open(config.database_url) as store:
-        row = store.run(checkpoints.fork_point(args.spec_id, args.from_role))
+        # no DBOS tables yet (no daemon ever ran here): nothing has run, so nothing to fork from
+        row = store.run(checkpoints.fork_point(args.spec_id, args.from_role)) \
+            if store.has_table("operation_outputs") else None
         if row is None:
             raise UserError(f"{args.spec_id}: the {args.from_role} has not run yet; nothing to fork from")
         new_id = store.run(spec_rows.forked(args.spec_id, args.from_role, config.budget.spec_cap_usd))

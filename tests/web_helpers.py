@@ -58,8 +58,8 @@ say({"type": "result", "subtype": "success", "is_error": False, "result": "ok", 
 
 
 def web_home(tmp_path: Path, name: str = "home", extra: str = ""):
-    """A worktree home whose agent is WEB_AGENT (its log: <home>/agent.log)."""
-    home, work = make_home(tmp_path, name, top='workspace = "worktree"\n' + extra)
+    """A worktree home whose agent is WEB_AGENT (its log: <home>/agent.log); `extra`: config sections."""
+    home, work = make_home(tmp_path, name, top='workspace = "worktree"')
     agent = tmp_path / f"bin-{name}" / "claude"
     agent.parent.mkdir()
     agent.write_text(WEB_AGENT.replace("#!PYTHON", "#!" + sys.executable))
@@ -67,7 +67,8 @@ def web_home(tmp_path: Path, name: str = "home", extra: str = ""):
     config = (home.root / "config.toml").read_text()
     start = config.index("command = ")
     end = config.index("\n", start)
-    (home.root / "config.toml").write_text(config[:start] + f"command = {json.dumps([str(agent)])}" + config[end:])
+    (home.root / "config.toml").write_text(config[:start] + f"command = {json.dumps([str(agent)])}" + config[end:]
+                                           + "\n" + extra)
     home.env["WEB_AGENT_DIR"] = str(home.root)
     return home, work
 
