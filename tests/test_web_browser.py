@@ -4,7 +4,10 @@ cannot miss a dead daemon or a failed tool. Screenshots go to build/screenshots/
 
 from __future__ import annotations
 
+import functools
+import http.server
 import re
+import threading
 
 import pytest
 
@@ -109,4 +112,74 @@ def test_a_person_follows_a_spec_from_submit_to_done_in_the_browser(tmp_path, br
     finally:
         page.close()
         web.stop()
+        home.cleanup()
+
+
+def test_the_browser_s_security_cases(tmp_path, browser):
+    """Without the token: nothing but a note. Another origin's page (another port of this machine —
+    the same site, so the cookie goes along): its form POST and its fetch change nothing. A spec
+    uploaded as a file through the page is submitted."""
+    home, _ = web_home(tmp_path)
+    web, other = WebServer(home), None
+    alerts: list[str] = []
+    context = browser.new_context()
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (alerts.append(dialog.message), dialog.dismiss()))
+    try:
+        page.goto(web.base + "/")
+        assert "open the URL `iwo-lite web` printed" in page.inner_text("body")
+        assert page.goto(web.base + "/api/specs").status == 401
+        page.goto(web.url)  # the cookie, now
+        page.wait_for_selector("text=No specs yet", timeout=SEEN_S)
+        # upload a spec file through the page
+        spec = tmp_path / "upload-me.md"
+        spec.write_text("# Uploaded <script>alert(2)</script>\nbody\n")
+        page.click("#open-submit")
+        page.set_input_files("#submit-file", str(spec))
+        page.wait_for_function("document.querySelector('#submit-text').value.includes('Uploaded')")
+        page.click("#submit-send")
+        page.wait_for_url(re.compile(r"/spec/upload-me-"), timeout=SEEN_S)
+        page.wait_for_selector(".crumbs", timeout=SEEN_S)
+        assert page.locator("h1").inner_text() == "Uploaded <script>alert(2)</script>"
+        before = call(web.base, "/api/specs", token=web.token)[2]
+
+        # another origin: a page on another port of this machine (the same site: the cookie goes along)
+        target = web.base + "/api/specs"
+        pages = tmp_path / "evil"
+        pages.mkdir()
+        (pages / "form.html").write_text(
+            '<form method="POST" enctype="text/plain" action="%s"><input name=\'{"text": "# evil\\n", "x": "\' '
+            'value=\'"}\'></form><script>document.forms[0].submit()</script>' % target)
+        (pages / "blank.html").write_text("<p>nothing here</p>")
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(pages))
+        other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        evil_base = f"http://127.0.0.1:{other.server_address[1]}"
+        evil = context.new_page()
+        evil.goto(evil_base + "/form.html")
+        evil.wait_for_url(target, timeout=SEEN_S)  # the form went to the dashboard...
+        assert "another origin" in evil.inner_text("body")  # ...and was refused
+        evil.goto(evil_base + "/blank.html")
+        outcome = evil.evaluate("""async (target) => {
+            try {
+                const r = await fetch(target, {method: 'POST', credentials: 'include',
+                    headers: {'Content-Type': 'application/json'}, body: JSON.stringify({text: '# evil\\n'})});
+                return 'answered ' + r.status;
+            } catch (error) { return 'blocked'; }
+        }""", target)
+        assert outcome == "blocked"  # no CORS: the browser refuses the preflight
+        evil.evaluate("""async (target) => {
+            try {
+                await fetch(target, {method: 'POST', mode: 'no-cors', credentials: 'include',
+                    headers: {'Content-Type': 'text/plain'}, body: JSON.stringify({text: '# evil\\n'})});
+            } catch (error) {}
+        }""", target)
+        assert call(web.base, "/api/specs", token=web.token)[2] == before  # nothing was submitted
+        assert alerts == []
+    finally:
+        page.close()
+        context.close()
+        web.stop()
+        if other is not None:
+            other.shutdown()
         home.cleanup()
