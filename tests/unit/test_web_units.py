@@ -67,3 +67,25 @@ def test_the_web_keys(tmp_path):
         (home / "config.toml").write_text(f"[web]\n{bad}\n")
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config(home, None, environ={})
+
+
+def test_the_web_process_never_imports_dbos(tmp_path):
+    """`iwo-lite web` runs beside a daemon or without one, fast: its modules, and what they do on a
+    request (every read; an answer, a submit), leave DBOS unimported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from iwo_lite.config import load_config\n"
+        "from iwo_lite.web import server, data, actions\n"
+        f"config = load_config(__import__('pathlib').Path({str(tmp_path / 'home')!r}), None, environ={{}})\n"
+        "server.make_app(config, 'x' * 32)\n"
+        "actions.submit(config, {'text': '# T\\nbody\\n', 'id': 't'})\n"
+        "data.board(config); data.spec(config, 't'); data.events(config, 't'); data.costs(config)\n"
+        "data.fingerprint(config)\n"
+        "try:\n    actions.act(config, 't', 'approve', {})\nexcept actions.ActionError as e:\n    assert e.status == 409\n"
+        "assert 'dbos' not in sys.modules, sorted(m for m in sys.modules if 'dbos' in m)[:3]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
