@@ -261,5 +261,7 @@ def migrate(conn: Connection, migrations: Iterable[str], extra: dict[int, str], 
 
 
 def has_table(conn, name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(?) IS NOT NULL", (f"{SCHEMA}.{name}",)).fetchone()
+    """Whether iwo-lite's (schema iwo) or DBOS's (schema dbos) table `name` exists."""
+    row = conn.execute("SELECT to_regclass(?) IS NOT NULL OR to_regclass(?) IS NOT NULL",
+                       (f"{SCHEMA}.{name}", f"dbos.{name}")).fetchone()
     return bool(row[0])
