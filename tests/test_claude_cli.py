@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -560,7 +561,9 @@ def test_usage_limit_under_oauth(cli):
                                         "isUsingOverage": False}
     assistant = run.lines[2]
     assert assistant["type"] == "assistant" and assistant["error"] == "rate_limit"
-    clock = time.strftime("%-I:%M%p", time.gmtime(reset)).lower()
+    # the CLI leaves out ":00" on the hour ("resets 6am"); CI met it at 05:00 UTC
+    at = time.gmtime(reset)
+    clock = time.strftime("%-I%p" if at.tm_min == 0 else "%-I:%M%p", at).lower()
     result = run.result
     assert result["is_error"] is True and result["subtype"] == "success" and result["api_error_status"] == 429
     assert result["result"] == f"You've hit your session limit · resets {clock} (UTC)"
@@ -635,7 +638,9 @@ def test_max_budget_usd_must_be_positive(cli):
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGKILL group", "SIGINT"])
 def test_signals_while_a_bash_tool_runs(cli, how):
-    marker = f"sleep 3{abs(hash(how)) % 100:02d}.25"
+    # unique across the suite's workers (hash() differs per process: two workers' markers could meet,
+    # and this test then killed another test's CLI before its own had asked anything)
+    marker = f"sleep {300 + os.getpid() % 500}.{zlib.crc32(how.encode()) % 90 + 10}"
     proc = cli.start({"rules": [{"turn": 0, "tool_uses": [fa.bash(marker)]}, {"text": "after"}]},
                      "-p", "--output-format", "json", "--allowedTools", "Bash", env=NO_RETRY)
     try:
