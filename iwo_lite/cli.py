@@ -246,10 +246,11 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
         tools = None
         if args.spec_id:  # each attempt's tool calls, read from its output by its agent kind
+            from functools import partial
+
             from iwo_lite import views
 
-            def tools(attempt: dict) -> dict:
-                return views.tool_counts(config, attempt)
+            tools = partial(views.tool_counts, config)
         show(config.database_url, spec_id=args.spec_id, show_all=args.all, as_json=args.json, sql=args.sql,
              watch=args.watch, lock_path=Home(config.home).lock, tools=tools)
         return EXIT_OK

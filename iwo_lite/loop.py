@@ -4,13 +4,13 @@ The workflow body only decides (roles.after_verdict / after_answer) and calls st
 
     admit                        save the spec, fix its settings (config.ADMISSION, the workspace)
     per dispatch NN:
-      prepare                    the budget check, the spec's worktree (made or repaired), its start commit
+      prepare                    the budget check, the spec's workspace made ready (workspace/: its kind)
       dispatch                   one role's turn: prompt, detached agent run(s), handoff file
       [pause, DBOS sleep]        an overload or usage limit: wait durably, then continue the dispatch
-      commit                     worktree mode: what the agent left uncommitted, one commit on iwo/<id>
+      commit                     a kind that commits (worktree): what the agent left, one commit on iwo/<id>
     gates                        open_gate (deadline computed once), notify_gate (outbox), settle_gate
                                  (the answer, or the timeout policy at the deadline), announce_gate
-    end                          finish_workspace (keep / merge / done command), finish (state, outbox)
+    end                          finish_workspace (the kind's end: keep / merge / done command), finish
 
 Every value the body branches on comes from a step's recorded output (typed in
 store/checkpoints.py), so a replay after kill -9 takes the same path and re-runs nothing that
@@ -22,9 +22,7 @@ The daemon installs a Runtime (config, home, store, dispatcher) before launching
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,117 +90,27 @@ async def admit(spec: SpecInput) -> Settings:
     await runtime.store.run(spec_rows.admitted(spec["id"], spec["title"], spec.get("source"), spec.get("parent_id"),
                                                config.budget.spec_cap_usd))
     row = await runtime.store.run(spec_rows.base(spec["id"])) or {}
-    settings = dict(config.admission_settings(), priority=time.time(), **_workspace_settings(config, spec, row))
-    if settings["workspace"] == "worktree":  # recorded as ours when free; else prepare asks
-        await _claim_branch(runtime, spec["id"], workspace.spec_branch(spec["id"]), settings, settings["base"])
+    settings = dict(config.admission_settings(), priority=time.time(), **workspace.settings_for(config, row))
+    await workspace.of(settings).admitted(runtime, spec["id"], settings)
     return settings  # type: ignore[return-value]
-
-
-def _workspace_settings(config: Config, spec: SpecInput, row: dict) -> dict:
-    """The spec's workspace: "shared" (the workdir) or "worktree" (branch iwo/<id> from its base)."""
-    shared = {"workspace": "shared", "repo": None, "prefix": "", "base": None, "base_branch": None}
-    if config.workspace == "shared":
-        return shared
-    repo = workspace.describe_repo(str(config.workdir))
-    if not repo["repository"] or not repo["head"]:
-        if config.workspace == "worktree":
-            raise workspace.WorkspaceError(f"workspace = \"worktree\", but workdir {config.workdir} is not a git "
-                                           "repository with a commit")
-        return shared
-    # the HEAD recorded at submit, and the branch it was on then (None: a detached HEAD, not the branch
-    # checked out now); nothing recorded (the workdir was not a repository then): the HEAD now. (A fork
-    # never comes here: it replays its parent's admit and starts from the commit its prepare is given.)
-    if row.get("base_commit"):
-        base, base_branch = row["base_commit"], row.get("base_branch")
-    else:
-        base, base_branch = repo["head"], repo["branch"]
-    return {"workspace": "worktree", "repo": repo["toplevel"], "prefix": repo["prefix"], "base": base,
-            "base_branch": base_branch}
 
 
 @durable.step(name="prepare", **durable.STEP_RETRIES)
 async def prepare(spec_id: str, step: int, role: str, settings: Settings, head: str | None) -> dict:
-    """Before a dispatch: the budget check, and (worktree mode) the spec's worktree made or repaired
-    on its branch at `head` (the commit after the previous dispatch). {"step", "cwd", "start",
-    "budget": budget.check's answer}."""
+    """Before a dispatch: the budget check, and the spec's workspace made ready (worktree mode: its
+    worktree made or repaired on its branch at `head`, the commit after the previous dispatch).
+    {"step", "cwd", "start", "budget": budget.check's answer, "blocked": a question or None}."""
     runtime = rt()
     await runtime.store.run(spec_rows.at_step(spec_id, step, role))
     checked = await runtime.store.run(budget.check(runtime.config, spec_id, time.time()))
-    cwd, start, blocked = str(runtime.config.workdir), None, None
-    if settings["workspace"] == "worktree":
-        branch = workspace.spec_branch(spec_id)  # a fork's own branch, though its settings are its parent's
-        foreign = await _claim_branch(runtime, spec_id, branch, settings, head)
-        if foreign:  # not ours: never built on without a yes (adopt_branch)
-            return {"step": step, "cwd": cwd, "start": None, "budget": checked, "blocked": foreign, "foreign": True}
-        made = await asyncio.to_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
-        if "error" in made:
-            blocked = made["error"]
-        else:
-            cwd, start = os.path.join(made["path"], settings["prefix"]), made["head"]
-            await runtime.store.run(spec_rows.on_branch(spec_id, branch, start))
-    return {"step": step, "cwd": cwd, "start": start, "budget": checked, "blocked": blocked}
-
-
-async def _claim_branch(runtime: Runtime, spec_id: str, branch: str, settings: Settings, head: str | None) -> str | None:
-    """The durable record of which branches this home made: the spec's `branch` column, written
-    before the branch is made (so a kill between the two leaves it ours). A spec without it whose
-    `iwo/<id>` already exists at another commit than the one it would start from — made by another
-    home meanwhile, or one since deleted — gets the question to ask instead (None: the branch is ours)."""
-    row = await runtime.store.run(spec_rows.base(spec_id))
-    if row is None or row.get("branch"):
-        return None
-    repo = _spec_repo(runtime, settings)
-    tip = await asyncio.to_thread(workspace.branch_head, repo, branch) if repo else None
-    if tip is not None and tip != head:
-        start = (head or "")[:12] or "its base"
-        return (f"Branch {branch} already exists in {repo} (at {tip[:12]}) and this home did not make it (another"
-                f" home's spec with the same id, or one from a deleted home). Approve to build on its commits; or"
-                f" delete or rename it first (git branch -m {branch} {branch}-old) and approve to start afresh"
-                f" from {start}; reject ends the spec.")
-    await runtime.store.run(spec_rows.on_branch(spec_id, branch, None))
-    return None
+    ready = await workspace.of(settings).prepare(runtime, spec_id, settings, head)
+    return {"step": step, "budget": checked, **ready}
 
 
 @durable.step(name="adopt_branch", **durable.STEP_RETRIES)
-async def adopt_branch(spec_id: str) -> None:
-    """A human said yes to building on a branch this home did not make: record it as this spec's."""
-    await rt().store.run(spec_rows.on_branch(spec_id, workspace.spec_branch(spec_id), None))
-
-
-def _spec_repo(runtime: Runtime, settings: Settings) -> str:
-    """The repository a worktree spec works in here: the one recorded at admission while it is a
-    repository on this machine, else this worker's own workdir's (a spec taken over from a worker
-    on another machine, whose path does not exist here)."""
-    recorded = settings["repo"]
-    if recorded and workspace.is_repository(recorded):
-        return recorded
-    local = workspace.describe_repo(str(runtime.config.workdir))
-    return local["toplevel"] if local["repository"] else recorded
-
-
-def _ensure_worktree(runtime: Runtime, spec_id: str, branch: str, settings: Settings, head: str | None) -> dict:
-    """ensure_worktree; when it cannot (e.g. the branch was made on another machine) and git.remote
-    is set, fetch the branch from there and try again. {"error": question} when it still cannot:
-    the spec asks the human instead of failing."""
-    repo, path = _spec_repo(runtime, settings), str(runtime.home.worktree(spec_id))
-    remote = runtime.config.git.remote
-    try:
-        return workspace.ensure_worktree(repo, path, branch, settings["base"], head=head)
-    except workspace.WorkspaceError as error:
-        cause = str(error)
-    fetched = ""
-    if remote:
-        try:
-            fetched = workspace.fetch_branch(repo, remote, branch)["detail"]
-            made = workspace.ensure_worktree(repo, path, branch, settings["base"], head=head)
-            log.info("%s: fetched %s from %s to continue it here", spec_id, branch, remote)
-            return made
-        except workspace.WorkspaceError as error:
-            cause = str(error)
-    how = (f"fetching it from git.remote {remote} did not help ({fetched or cause})" if remote else
-           "git.remote is not set, so it cannot be fetched (set it: the branch is pushed there after each dispatch)")
-    return {"error": f"Cannot continue branch {branch} in {repo}: {cause}; {how}. Fix it (e.g. fetch the branch "
-                     f"into {repo}), then approve to try again; reject ends the spec."}
+async def adopt_branch(spec_id: str, settings: Settings | None = None) -> None:
+    """A human said yes to building on something this home did not make (a branch): take it as the spec's."""
+    await workspace.of(settings or {"workspace": "worktree"}).adopt(rt(), spec_id)
 
 
 @durable.step(name="budget_approved", **durable.STEP_RETRIES)
@@ -277,83 +185,23 @@ async def pause(spec_id: str, step: int, number: int, until: float, reason: str)
 
 @durable.step(name="commit", **durable.STEP_RETRIES)
 async def commit(spec_id: str, step: int, role: str, summary: str, settings: Settings, start: str | None) -> dict:
-    """Worktree mode: commit what the dispatch left uncommitted (`NN-role: summary`), push it when
-    git.remote is set. {"commit": sha or None, "head": the branch tip}."""
-    runtime = rt()
-    git = runtime.config.git
-    path = str(runtime.home.worktree(spec_id))
-    branch = workspace.spec_branch(spec_id)
-    try:
-        made = await asyncio.to_thread(workspace.commit_dispatch, path, workspace.dispatch_message(step, role, summary),
-                                       git.author, workspace.dispatch_tag(spec_id, step), since=start, branch=branch)
-    except workspace.WorkspaceError as error:  # the agent broke its worktree: a retry cannot mend it, a human can
-        return {"commit": None, "head": start, "error": (
-            f"After the {role}'s dispatch {step:02d} its worktree {path} cannot be committed: {error} (did the agent"
-            f" switch the worktree's branch, delete the worktree or break its .git?). The branch {branch} still"
-            " holds every earlier commit. Approve to make the worktree again from the branch and go on (a worktree"
-            " that cannot be mended is moved aside to worktrees/.orphaned/, not deleted); reject ends the spec.")}
-    # the dispatch's commit: ours, else the agent's own last commit when it committed by itself
-    shown = made["commit"] or (made["head"] if made["changed"] else None)
-    await runtime.store.run(run_rows.step_commits(spec_id, step, None, shown))
-    await runtime.store.run(spec_rows.on_branch(spec_id, None, made["head"]))
-    if git.remote:
-        branch = workspace.spec_branch(spec_id)
-        pushed = await asyncio.to_thread(workspace.push_branch, path, git.remote, branch)
-        if not pushed["ok"]:
-            log.warning("%s: pushing %s to %s failed: %s", spec_id, branch, git.remote, pushed.get("detail"))
-    return {"commit": made["commit"], "head": made["head"]}
+    """After a dispatch, for a kind that commits (worktree): what the agent left uncommitted, one
+    commit. {"commit": sha or None, "head": the branch tip} or {"error": the question to ask}."""
+    return await workspace.of(settings).commit(rt(), spec_id, step, role, summary, settings, start)
 
 
 @durable.step(name="repair_worktree", **durable.STEP_RETRIES)
 async def repair_worktree(spec_id: str, settings: Settings, head: str | None) -> dict:
-    """After a human's yes: the spec's worktree made again from its branch (a broken or missing one
-    moved aside or re-made; a switched branch switched back). {"error"} when it still cannot be."""
-    runtime = rt()
-    branch, path = workspace.spec_branch(spec_id), str(runtime.home.worktree(spec_id))
-    made = await asyncio.to_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
-    if "error" in made:  # e.g. switched to another branch with changes: set it aside, make it anew
-        aside = await asyncio.to_thread(workspace.set_aside, _spec_repo(runtime, settings), path)
-        log.warning("%s: worktree %s set aside to %s, made again from %s", spec_id, path, aside, branch)
-        made = await asyncio.to_thread(_ensure_worktree, runtime, spec_id, branch, settings, head)
-    return {"error": made["error"]} if "error" in made else {"head": made["head"], "repaired": made["repaired"]}
+    """After a human's yes to a failed commit: the workspace made usable again. {"error"} when it
+    still cannot be."""
+    return await workspace.of(settings).repair(rt(), spec_id, settings, head)
 
 
 @durable.step(name="finish_workspace", **durable.STEP_RETRIES)
 async def finish_workspace(spec_id: str, state: str, settings: Settings, title: str) -> dict:
-    """The end of a worktree spec: git.on_done (keep / merge / command) when it is done; the
-    worktree removed once nothing more is to be done there. {"ok", "question"}."""
-    runtime = rt()
-    git = runtime.config.git
-    repo, branch = await asyncio.to_thread(_spec_repo, runtime, settings), workspace.spec_branch(spec_id)
-    result = {"ok": True, "question": ""}
-    if state == "done" and git.on_done == "merge" and not settings["base_branch"]:
-        # submitted on a detached HEAD: no branch to merge into, and asking could never succeed
-        result["note"] = f"not merged: the workdir was on no branch (a detached HEAD) at submit; {branch} is kept"
-        log.warning("%s: %s", spec_id, result["note"])
-    elif state == "done" and git.on_done == "merge":
-        try:
-            merged = await asyncio.to_thread(workspace.merge_branch, repo, branch, settings["base_branch"],
-                                             f"Merge {branch}: {title}", git.author)
-        except workspace.WorkspaceError as error:  # the checkout is in a state only its owner can mend: ask
-            merged = {"ok": False, "reason": "error", "files": [], "detail": str(error)}
-        if not merged["ok"]:
-            files = ", ".join(merged["files"][:10])
-            result = {"ok": False, "question": (
-                f"Merging {branch} into {settings['base_branch']} in {repo} failed: {merged['reason']}"
-                + (f" ({files})" if files else "") + f". {merged['detail']} Fix it (the workdir must be clean and on "
-                f"{settings['base_branch']}), then approve to merge again; reject leaves the branch unmerged.")}
-    elif state == "done" and git.on_done == "command" and git.done_command:
-        ran = await asyncio.to_thread(workspace.run_done_command, git.done_command, str(runtime.config.workdir), branch,
-                               spec_id, title)
-        log.info("%s: git.done_command exited %s: %s", spec_id, ran["exit_code"], ran["output"][-500:].strip())
-        result["done_command"] = {"argv": ran["argv"], "exit_code": ran["exit_code"], "output": ran["output"]}
-        if not ran["ok"]:
-            result.update(ok=False, question=(
-                f"git.done_command failed (exit {ran['exit_code']}{', timed out' if ran['timed_out'] else ''}): "
-                f"{ran['output'][-500:]} Approve to run it again, reject to leave it."))
-    if result["ok"]:
-        await asyncio.to_thread(workspace.remove_worktree, repo, str(runtime.home.worktree(spec_id)))
-    return result
+    """The end of a spec's workspace (worktree: keep / merge / done command, then the worktree
+    removed). {"ok", "question"}."""
+    return await workspace.of(settings).finish(rt(), spec_id, state, settings, title)
 
 
 @durable.step(name="open_gate", **durable.STEP_RETRIES)
@@ -414,7 +262,7 @@ async def spec_workflow(spec: SpecInput) -> dict:
         settings = await admit(spec)
         spec["priority"] = settings["priority"]
         state = await _run_loop(spec, settings)
-        if settings["workspace"] == "worktree":
+        if workspace.of(settings).ends:
             state = await _end_workspace(spec, state, settings)
     except durable.WorkflowCancelled:
         raise
@@ -452,22 +300,22 @@ async def _run_loop(spec: SpecInput, settings: Settings) -> str:
                 role = "builder"
             prepared = await prepare(spec["id"], step, role, settings, head)
         blocked_gates = 0
-        while prepared.get("blocked"):  # worktree mode: the branch cannot be continued here
+        while prepared.get("blocked"):  # the workspace cannot be made ready here (worktree: the branch)
             blocked_gates += 1
             gate_id = gate_rows.gate_id_for(spec["id"], step, f"workspace{blocked_gates}")
             answer = await _gate(gate_id, spec["id"], step, role, roles.GATE_AGENT_FAILED, prepared["blocked"],
                                  settings)
             if answer["answer"] == "reject":
                 return "rejected"
-            if prepared.get("foreign"):  # a yes to a branch this home did not make
-                await adopt_branch(spec["id"])
+            if prepared.get("foreign"):  # a yes to something this home did not make (a branch)
+                await adopt_branch(spec["id"], settings)
             prepared = await prepare(spec["id"], step, role, settings, head)
         outcome = await _dispatch_through_pauses(spec, step, role, history, answers, prepared)
-        if settings["workspace"] == "worktree":
+        if workspace.of(settings).commits:
             committed = await commit(spec["id"], step, role, outcome["summary"] or outcome["error"] or "",
                                      settings, prepared["start"])
             repo_gates = 0
-            while committed.get("error"):  # the agent broke its worktree: ask, then make it again
+            while committed.get("error"):  # the agent broke its workspace: ask, then make it again
                 repo_gates += 1
                 gate_id = gate_rows.gate_id_for(spec["id"], step, f"repo{repo_gates}")
                 answer = await _gate(gate_id, spec["id"], step, role, roles.GATE_AGENT_FAILED, committed["error"],

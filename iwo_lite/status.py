@@ -9,7 +9,6 @@ imports DBOS, so it answers fast whether the daemon runs or not. Every function 
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
