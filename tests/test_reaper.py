@@ -484,9 +484,10 @@ def test_the_fallback_without_a_subreaper(tmp_path, procs):
         pytest.skip("tests the reaper's fallback")
     source = PROCTREE.read_text()
     assert source.count('LINUX = sys.platform.startswith("linux")') == 1
-    fallback = tmp_path / "fallback" / "reaper.py"  # run by path: it imports the proctree.py beside it
+    fallback = tmp_path / "fallback" / "reaper.py"  # run by path: it imports the proctree.py and streams.py beside it
     fallback.parent.mkdir()
     fallback.write_text(REAPER.read_text())
+    (fallback.parent / "streams.py").write_text((REAPER.parent / "streams.py").read_text())
     fallback_tree = fallback.parent / "proctree.py"
     fallback_tree.write_text(source.replace('LINUX = sys.platform.startswith("linux")', "LINUX = False"))
     for name, kill in (("term", "SIGTERM"), ("kill", "SIGKILL")):
