@@ -221,6 +221,10 @@ def test_what_a_kill_leaves_and_a_server_that_never_answers(cli):
         proc.stdin.write(b"You are the builder.")
         proc.stdin.close()
         wait_for(lambda: processes(cmd=marker), 30, "the command")
+        # the marker shows in bwrap's own command line as soon as it is forked, before it has armed
+        # --die-with-parent (PR_SET_PDEATHSIG): a kill in that window leaves the command running (CI
+        # met it twice). Killing a run that far into its command is what this test is about.
+        time.sleep(1.0)
         os.kill(proc.pid, sig)
         code = proc.wait(timeout=10)
         end = time.time() + 20  # on a loaded machine (the suite runs 4 workers) the nested sandbox takes a while
