@@ -21,7 +21,8 @@ from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.text import clean
-from iwo_lite.times import ago, left, parse_utc
+from iwo_lite.texts import detail_text, money_text, progress_text
+from iwo_lite.times import ago, parse_utc
 
 TABLE_LIMIT = 50
 
@@ -199,39 +200,6 @@ def _deny_attach(action: int, *_: object) -> int:
 # -- rendering -----------------------------------------------------------------------------
 
 
-def progress_text(progress: dict | None, now: float | None = None) -> str:
-    """A running agent's progress in one line: `Bash: pytest -q · 7 turns · 41k tok · $0.32 · 12s ago`."""
-    if not progress:
-        return ""
-    tokens = progress.get("tokens") or 0
-    shown = f"{tokens / 1000:.0f}k" if tokens >= 1000 else str(tokens)
-    parts = [progress.get("tool") or "thinking", f"{progress.get('turns') or 0} turns", f"{shown} tok",
-             f"${progress.get('cost_usd') or 0:.2f}"]
-    if progress.get("last_event_at"):
-        parts.append(ago(progress["last_event_at"], now))
-    return " · ".join(parts)
-
-
-def _detail(spec: dict, now: float) -> str:
-    """What a spec is doing or waiting on, in one line."""
-    state = spec["state"]
-    if state == "waiting":
-        reason = f"[{spec['gate_reason']}] " if spec.get("gate_reason") not in (None, "blocker") else ""
-        return f"{reason}{spec['question'] or ''} ({left(spec['deadline'], now)})"
-    if state == "failed":
-        return spec["error"] or ""
-    if spec.get("paused_until"):
-        return f"paused ({spec['pause_reason']}) until {spec['paused_until'][11:16]}Z ({left(spec['paused_until'], now)})"
-    if state == "running":
-        return progress_text(spec.get("progress"), now)
-    return ""
-
-
-def _money(spec: dict) -> str:
-    cap = spec.get("budget_usd")
-    return f"{spec['cost_usd']:.4f}" + (f"/{cap:.2f}" if cap else "")
-
-
 def specs_table(specs: list[dict], more: int) -> Any:
     """The spec table. Short columns keep their full width; title and detail take what is left."""
     from iwo_lite.tables import FastTable
@@ -241,8 +209,8 @@ def specs_table(specs: list[dict], more: int) -> Any:
     for index, spec in enumerate(specs):
         rows.append([clean("" if cell is None else str(cell)) for cell in (
             spec["id"], spec["title"], spec["state"], spec["role"] or "",
-            f"{spec['step']:02d}" if spec["step"] else "", _detail(spec, now)[:200],
-            ago(spec["updated_at"], now), str(spec["dispatches"]), _money(spec))])
+            f"{spec['step']:02d}" if spec["step"] else "", detail_text(spec, now)[:200],
+            ago(spec["updated_at"], now), str(spec["dispatches"]), money_text(spec))])
         styles[(index, 2)] = STATE_STYLE.get(spec["state"], "")
     headers = ("id", "title", "state", "role", "NN", "doing / waiting on / error", "advanced", "calls", "$")
     return FastTable("iwo-lite specs", headers, rows, stretchy=(1, 5), right=(4, 7, 8), styles=styles,
@@ -296,7 +264,7 @@ def trace_view(trace: dict) -> Any:
 
     head = (f"[bold]{_safe(trace['id'])}[/] — {_safe(trace['title'])}\nstate [{STATE_STYLE.get(trace['state'], '')}]"
             f"{trace['state']}[/], role {trace['role'] or '-'}, step {trace['step']:02d}, "
-            f"{trace['dispatches']} dispatch(es), ${_money(trace)}")
+            f"{trace['dispatches']} dispatch(es), ${money_text(trace)}")
     if trace.get("branch"):
         head += f"\nbranch {_safe(trace['branch'])}" + (f" at {trace['head'][:8]}" if trace.get("head") else "")
     if trace.get("paused_until"):

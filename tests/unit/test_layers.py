@@ -14,7 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "iwo_lite"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "times", "text", "output", "tables", "numbers", "roles", "config_checks", "config_keys", "demo_agent", "sandbox", "__init__"),  # sandbox: the bwrap command line (stdlib only)
+    ("errors", "times", "text", "texts", "output", "tables", "numbers", "roles", "config_checks", "config_keys", "demo_agent", "sandbox", "__init__"),  # sandbox: the bwrap command line (stdlib only)
     ("store", "home"),  # store/*: every iwo_ statement; home: the files
     ("config",),
     ("durable", "agents", "handoff"),  # durable: the only dbos importer; agents/*: what a command is
