@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import json
 import logging
 import os
@@ -64,6 +62,7 @@ from iwo_lite.config import Config
 from iwo_lite.home import Home
 from iwo_lite.runs import launcher
 from iwo_lite.runs.journal import HOST, AwakeClock, RunDir, launch_text, process_start_time
+from iwo_lite.runs.slots import FairSlots
 from iwo_lite.store import AsyncStore
 from iwo_lite.store import runs as rows
 from iwo_lite.store import specs as spec_rows
@@ -114,46 +113,6 @@ class DispatchResult:
 def _left(budget_left_usd: float | None, spent_usd: float) -> float | None:
     """What an attempt may spend: the dispatch's budget less what its earlier attempts spent."""
     return None if budget_left_usd is None else budget_left_usd - spent_usd
-
-
-class FairSlots:
-    """agent.max_concurrent agent processes at once, granted oldest spec first (by priority)."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.used = 0
-        self._waiting: list = []
-        self._order = itertools.count()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, priority: float):
-        if self.used >= self.limit or self._waiting:
-            future = asyncio.get_running_loop().create_future()
-            entry = (priority, next(self._order), future)
-            heapq.heappush(self._waiting, entry)
-            try:
-                await future
-            except BaseException:
-                if future.done() and not future.cancelled():
-                    self._release()  # granted while being cancelled: pass it on
-                else:
-                    self._waiting.remove(entry)
-                    heapq.heapify(self._waiting)
-                raise
-        else:
-            self.used += 1
-        try:
-            yield
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        while self._waiting:
-            _, _, future = heapq.heappop(self._waiting)
-            if not future.done():
-                future.set_result(None)  # the slot passes on: `used` stays
-                return
-        self.used -= 1
 
 
 class Dispatcher:

@@ -70,3 +70,12 @@ def test_every_module_has_a_docstring_saying_what_it_owns():
     missing = [module_name(path) for path in sorted(PACKAGE.rglob("*.py"))
                if path.name != "__main__.py" and not ast.get_docstring(ast.parse(path.read_text()))]
     assert missing == []
+
+
+MAX_LINES = 600  # a module past this mixes concerns: split it along one (README "Architecture")
+
+
+def test_no_product_module_is_over_600_lines():
+    long = [f"{module_name(path)}: {count} lines" for path in sorted(PACKAGE.rglob("*.py"))
+            if (count := len(path.read_text().splitlines())) > MAX_LINES]
+    assert long == []
