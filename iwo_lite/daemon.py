@@ -35,20 +35,18 @@ from pathlib import Path
 
 from iwo_lite import agents, durable, loop, notify, sandbox, workers, workspace
 from iwo_lite.config import Config
+from iwo_lite.cancel import cancel_spec
 from iwo_lite.errors import UserError
 from iwo_lite.gates import Gates
 from iwo_lite.home import Home
 from iwo_lite.inbox import InboxWatcher
-from iwo_lite.intake import Spec, foreign_branch, spec_from_text
+from iwo_lite.intake import Spec, queue, spec_from_text
 from iwo_lite.runs.dispatcher import Dispatcher
-from iwo_lite.runs.launcher import cancel_report, stop_runs, sweep_spec
 from iwo_lite.store import AsyncStore, checkpoints
 from iwo_lite.store import gates as gate_rows
 from iwo_lite.store import outbox
-from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 from iwo_lite.store import workers as worker_rows
-from iwo_lite.store.locks import spec_lock
 from iwo_lite.times import iso_utc
 
 log = logging.getLogger("iwo_lite")
@@ -327,17 +325,9 @@ class DaemonActions:
         self.starter = starter
 
     async def submit_spec(self, spec: Spec) -> bool:
-        """Queue a spec (the inbox, a message): False when its id already existed."""
-        base = await asyncio.to_thread(workspace.describe_repo, str(self.config.workdir))
-        if await self.store.run(spec_rows.state(spec.id)) is None:
-            foreign = await asyncio.to_thread(foreign_branch, self.config, spec.id, base)
-            if foreign:
-                raise UserError(foreign)
-        created = await self.store.run(spec_rows.queued(spec.id, spec.title, spec.source, spec.text,
-                                                        base["head"], base["branch"]))
-        await self.store.run(spec_rows.announce_queued())  # Postgres: every worker hears of it (as for the shell)
-        if created:
-            self.home.save_spec(spec.id, spec.text)
+        """Queue a spec (the inbox, a message) by the shell's path (intake.queue): False when its id
+        already existed."""
+        created = await asyncio.to_thread(queue, self.config, spec)
         self.starter.poke()
         return created
 
@@ -346,27 +336,15 @@ class DaemonActions:
         return spec.id, await self.submit_spec(spec)
 
     async def cancel(self, spec_id: str, by: str) -> str:
-        """`/cancel` from a notifier: as the shell's cancel (operations.cancel), under the same spec
-        lock; the worktree stays until `clean`."""
-        lock = spec_lock(self.config.database_url, self.config.home, spec_id)
-        await asyncio.to_thread(lock.__enter__)  # waits (in a thread) for a shell command on this spec
-        try:
-            state = await self.store.run(spec_rows.state(spec_id))
-            if state is None:
-                raise UserError(f"{spec_id}: no such spec")
-            if state in spec_rows.FINAL_STATES:
-                raise UserError(f"{spec_id}: already {state}; nothing to cancel")
-            await durable.cancel(spec_id)
-            if not await self.store.run(spec_rows.cancelled(spec_id)):
-                raise UserError(f"{spec_id}: already {await self.store.run(spec_rows.state(spec_id))};"
-                                " nothing to cancel")
-            run_dirs = await self.store.run(run_rows.unfinished_run_dirs(spec_id))
-            stopped = await asyncio.to_thread(stop_runs, run_dirs)
-            swept = await asyncio.to_thread(sweep_spec, self.home.runs / spec_id)
-        finally:
-            lock.__exit__(None, None, None)
+        """`/cancel` from a notifier: the shell's cancel (cancel.py), with this daemon's own DBOS."""
+        running = asyncio.get_running_loop()
+
+        def cancel_workflow(workflow_id: str) -> None:  # called in the worker thread, under the spec's lock
+            asyncio.run_coroutine_threadsafe(durable.cancel(workflow_id), running).result()
+
+        report, _ = await asyncio.to_thread(cancel_spec, self.config, spec_id, cancel_workflow)
         log.info("spec %s cancelled by %s", spec_id, by)
-        return cancel_report(spec_id, stopped, swept)
+        return report
 
 
 class Courier:

@@ -142,9 +142,19 @@ def submit(config: Config, spec: Spec) -> bool:
     HEAD; the running daemon is poked (SIGUSR1; on Postgres NOTIFY iwo_specs reaches every worker)
     and starts the spec's workflow at once. With no daemon running it waits in the queue.
     """
+    from iwo_lite.gates import poke_daemon
+
+    created = queue(config, spec)
+    poke_daemon(Home(config.home).lock)
+    return created
+
+
+def queue(config: Config, spec: Spec) -> bool:
+    """The one submit path (the shell, the web, and the daemon's inbox and notifiers): refused when the
+    workdir cannot give it a branch or its branch is another home's; the row (with the workdir's HEAD
+    and branch), NOTIFY iwo_specs, spec.md. False when the id already existed. Pokes nobody."""
     from iwo_lite import store as storage
     from iwo_lite import workspace
-    from iwo_lite.gates import poke_daemon
 
     home = Home(config.home)
     home.create()
@@ -159,5 +169,4 @@ def submit(config: Config, spec: Spec) -> bool:
         db.run(spec_rows.announce_queued())
     if created:
         home.save_spec(spec.id, spec.text)
-    poke_daemon(home.lock)
     return created

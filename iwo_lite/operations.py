@@ -16,10 +16,8 @@ from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, UserError
 from iwo_lite.roles import ROLES
 from iwo_lite.gates import poke_daemon
 from iwo_lite.home import Home
-from iwo_lite.runs.launcher import cancel_report, stop_runs, sweep_spec
 from iwo_lite.store import Store, checkpoints
 from iwo_lite.store.locks import spec_lock
-from iwo_lite.store import runs as run_rows
 from iwo_lite.store import specs as spec_rows
 
 
@@ -47,28 +45,20 @@ def _locked(config: Config, spec_id: str):
 
 
 def cancel(config: Config, args: argparse.Namespace) -> int:
-    """Cancel the spec's workflow and stop its agent. The worktree stays (a cancelled spec can be
-    resumed); `clean` removes it."""
+    """Cancel the spec's workflow and stop its agent (cancel.py, with DBOS's client). The worktree
+    stays (a cancelled spec can be resumed); `clean` removes it."""
     from iwo_lite import durable
+    from iwo_lite.cancel import cancel_spec
 
-    with _locked(config, args.spec_id):
-        state = _spec_state(config, args.spec_id)
-        if state in spec_rows.FINAL_STATES:
-            raise UserError(f"{args.spec_id}: already {state}; nothing to cancel")
+    def cancel_workflow(spec_id: str) -> None:
         durable.prepare_database(config)
         with durable.Client(config) as client:
-            client.cancel(args.spec_id)
-        with Store.open(config.database_url) as store:
-            if not store.run(spec_rows.cancelled(args.spec_id)):  # it finished meanwhile
-                raise UserError(f"{args.spec_id}: already {store.run(spec_rows.state(args.spec_id))};"
-                                " nothing to cancel")
-            run_dirs = store.run(run_rows.unfinished_run_dirs(args.spec_id))
-        stopped = stop_runs(run_dirs)
-        home = Home(config.home)
-        swept = sweep_spec(home.runs / args.spec_id)  # an agent its dead wrapper left behind, too
-    poke_daemon(home.lock)  # its slot is free: the next queued spec starts now, not at a poll
-    print(cancel_report(args.spec_id, stopped, swept))
-    return EXIT_OK if not swept[1] else 1
+            client.cancel(spec_id)
+
+    report, all_gone = cancel_spec(config, args.spec_id, cancel_workflow)
+    poke_daemon(Home(config.home).lock)  # its slot is free: the next queued spec starts now, not at a poll
+    print(report)
+    return EXIT_OK if all_gone else 1
 
 
 def resume(config: Config, args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runs", "workspace"),  # runs/*: journal, launcher, dispatcher (and the reaper)
     ("gates", "notify", "budget"),  # one answer path; notifiers; spending caps
     ("loop",),  # the workflow: glue over steps
-    ("workers", "inbox", "intake"),
+    ("workers", "inbox", "intake", "cancel"),  # cancel: the one cancel path (shell, notifier, web)
     ("daemon",),
     ("status", "views", "doctor", "operations", "service", "demo"),
     ("web",),  # web/*: the dashboard over status and views; answers through gates and intake
