@@ -380,7 +380,7 @@ async def _end_workspace(spec: SpecInput, state: str, settings: Settings) -> str
             return state
         tries += 1
         gate_id = gate_rows.gate_id_for(spec["id"], 0, f"merge{tries}")
-        answer = await _gate(gate_id, spec["id"], 0, "docs", roles.GATE_MERGE, ended["question"], settings)
+        answer = await _gate(gate_id, spec["id"], 0, roles.ROLES[-1], roles.GATE_MERGE, ended["question"], settings)
         if answer["answer"] == "reject":
             state = "rejected"  # one more round: finish_workspace then only removes the worktree
 

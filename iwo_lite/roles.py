@@ -45,6 +45,11 @@ GATE_MERGE = "merge"
 
 ANSWERS = ("approve", "reject", "revise")
 
+# What each role may do by default (roles.<role>.permissions overrides it): the profile name that
+# every agent kind maps to its own flags (read | edit | run | full, in agents/claude.py, codex.py).
+DEFAULT_PERMISSIONS: dict[str, str] = {"planner": "read", "reviewer": "read", "builder": "run", "tester": "run",
+                                       "deployer": "run", "docs": "edit"}
+
 ROLE_BRIEFS = {
     "planner": "Read the spec and write a plan the builder can follow: steps, files, risks.",
     "builder": "Implement the plan in the working directory. Address every reviewer, tester "

@@ -36,7 +36,7 @@ from iwo_lite.agents.answer import AgentAnswer, answer_from_result, answer_witho
 from iwo_lite.agents.base import Session, SessionKey
 from iwo_lite.agents.events import ToolEvent
 from iwo_lite.numbers import checked_cost, checked_count
-from iwo_lite.roles import VERDICTS
+from iwo_lite.roles import DEFAULT_PERMISSIONS, VERDICTS
 from iwo_lite.text import clip
 
 # -- permission profiles -----------------------------------------------------------------------
@@ -54,8 +54,6 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "full": ("--dangerously-skip-permissions",),
 }
 
-DEFAULT_PERMISSIONS: dict[str, str] = {"planner": "read", "reviewer": "read", "builder": "run", "tester": "run",
-                                       "deployer": "run", "docs": "edit"}
 
 # -- the flags iwo-lite owns ------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ from iwo_lite.agents.codex_events import (  # re-exported: tests and callers imp
     shell_command,
 )
 from iwo_lite.agents.events import ToolEvent, event
-from iwo_lite.roles import VERDICTS
+from iwo_lite.roles import DEFAULT_PERMISSIONS, VERDICTS
 from iwo_lite.text import clip
 
 PROFILES: dict[str, tuple[str, ...]] = {
@@ -68,8 +68,6 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "run": ("-s", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"),  # + network
     "full": ("-s", "danger-full-access"),  # no sandbox at all
 }
-DEFAULT_PERMISSIONS: dict[str, str] = {"planner": "read", "reviewer": "read", "builder": "run", "tester": "run",
-                                       "deployer": "run", "docs": "edit"}
 # flag -> how many values it takes; iwo-lite sets these (or they would break it)
 OWNED_FLAGS: dict[str, int] = {
     "exec": 0, "e": 0, "resume": 0, "--json": 0, "-s": 1, "--sandbox": 1, "--output-schema": 1, "-o": 1,
