@@ -164,6 +164,12 @@ def test_the_daemon_serves_the_dashboard_and_a_gate_answered_there_while_it_is_d
         base, token = url.split("/?token=")
         home.wait_state("greet", "waiting")
         assert json.loads(call(base, "/api/specs", token=token)[2])[0]["state"] == "waiting"
+        # a submit through the daemon's own web server, then one from the shell: both run (a submit in
+        # the daemon's process once dropped the process's SQLite locks, and the daemon saw no new row)
+        assert _json(call(base, "/api/specs", method="POST", body={"text": "# Two\nbody\n", "id": "two"},
+                          token=token))[0] == 200
+        three = home.submit(home.spec_file("three.md", "# Three\nbody\n"), "three")
+        assert home.wait_state("two", "waiting") == "waiting" and home.wait_state(three, "waiting") == "waiting"
         daemon.kill9()
         # the daemon is dead: `iwo-lite web` says so, and takes the answer
         web = WebServer(home)
@@ -176,7 +182,7 @@ def test_the_daemon_serves_the_dashboard_and_a_gate_answered_there_while_it_is_d
             web.stop()
         home.start()
         assert home.wait_state("greet", "done", "failed") == "done"
-        assert agent_runs(home).count("planner") == 1 and agent_runs(home).count("builder") == 1
+        assert agent_runs(home).count("planner") == 3 and agent_runs(home).count("builder") == 1
     finally:
         home.cleanup()
 

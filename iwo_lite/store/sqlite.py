@@ -44,8 +44,13 @@ def connect_readonly(db_path: Path) -> sqlite3.Connection:
 def create(db_path: Path) -> None:
     """The file (0600), in WAL mode, with our migrations applied. Safe from several processes at once."""
     db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    if not db_path.exists():
+        # made here, 0600 from the start. Never opened raw when it exists: closing a descriptor of the
+        # file drops every POSIX lock this process holds on it (SQLite's own connections' included), so
+        # a daemon that queued a spec (the inbox, the web) went on without its locks and stopped seeing
+        # new rows
+        fd = os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
     os.chmod(db_path, 0o600)
     with contextlib.closing(connect(db_path)) as conn:
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
