@@ -94,9 +94,11 @@ def test_every_answer_of_the_api(tmp_path):
         # the daemon runs it to the planner's question: the API gives what status --json gives
         home.start()
         home.wait_state("greet", "waiting")
-        assert json.loads(api("/api/specs")[2]) == json.loads(home.cli("status", "--json", check=True).stdout)
+        # the same data as status --json (read again while the gate's last steps still touch updated_at)
+        wait_for(lambda: json.loads(api("/api/specs")[2]) == json.loads(home.cli("status", "--json").stdout), 15)
+        wait_for(lambda: json.loads(api("/api/specs/greet")[2])
+                 == json.loads(home.cli("status", "greet", "--json").stdout)[0], 15)
         one = json.loads(api("/api/specs/greet")[2])
-        assert one == json.loads(home.cli("status", "greet", "--json", check=True).stdout)[0]
         assert one["steps"][0]["attempts"][0]["tools"]["calls"] == 1
         assert _json(api("/api/specs/greet/approve", method="POST", body={"note": "hello"}))[0] == 200
         status, body = _json(api("/api/specs/greet/approve", method="POST", body={"note": "again"}))
