@@ -16,13 +16,9 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from iwo_lite.numbers import checked_count
 from iwo_lite.text import clip
-
-if TYPE_CHECKING:  # the agent that reads its own output with this
-    from iwo_lite.agents.codex import CodexAgent
 
 
 DENIED_MARKERS = ("Read-only file system", "Operation not permitted")
@@ -152,7 +148,7 @@ class CodexStreamReader:
     before its tools run; of this run's turns: the last `turn.started` count of them), found in
     $CODEX_HOME once the thread is named."""
 
-    def __init__(self, agent: "CodexAgent", model: str | None, env: Mapping[str, str] | None = None):
+    def __init__(self, agent, model: str | None, env: Mapping[str, str] | None = None):  # agent: the CodexAgent
         self.agent, self.model = agent, model
         self.env = env if env is not None else os.environ
         self.offset = 0
