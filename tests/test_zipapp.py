@@ -85,7 +85,10 @@ def run_pyz(pyz: Path, *args: str, env: dict, cwd: Path, timeout: float = 120,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: the group's tests run on one worker, but interleaved with other modules' tests,
+# and a module-scoped fixture was torn down and built again each time the worker came back here
+# (four builds of ~20 s in a suite run instead of one).
+@pytest.fixture(scope="session")
 def tree(tmp_path_factory) -> Path:
     """A snapshot of the checkout's build inputs. Every build here starts from it, so edits made
     in the checkout while the tests run cannot make builds A and B differ by more than the test's
@@ -93,7 +96,7 @@ def tree(tmp_path_factory) -> Path:
     return copy_tree(REPO, tmp_path_factory.mktemp("tree") / "iwo-lite")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def zipapp(tree, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zipapp-a") / "iwo-lite.pyz"
     printed, _ = build(out, tree)
