@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import BenchHome
+from harness import BenchHome, cpu_seconds
 from status_speed import populate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +32,6 @@ class Web:
         self.proc = subprocess.Popen([sys.executable, "-m", "iwo_lite", "web", "--port", "0"], env=home.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.url = self.proc.stdout.readline().strip()
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -80,9 +75,9 @@ def change_shown(browser, url: str, home: BenchHome, runs: int) -> tuple[float, 
 
 
 def idle_cpu(web: Web, seconds: float) -> float:
-    before, start = web.cpu_seconds(), time.monotonic()
+    before, start = cpu_seconds(web.proc.pid), time.monotonic()
     time.sleep(seconds)
-    return (web.cpu_seconds() - before) / (time.monotonic() - start) * 100
+    return (cpu_seconds(web.proc.pid) - before) / (time.monotonic() - start) * 100
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ def daemon(config: Config) -> dict:
     """{"running", "pid", "line", "ok"}: `ok` is False when specs wait for a daemon that is not running."""
     home = Home(config.home)
     line, ok = status.daemon_line(config.database_url, home.lock)
-    return {"running": daemon_pid(home.lock) is not None, "pid": daemon_pid(home.lock), "line": line, "ok": ok}
+    pid = daemon_pid(home.lock)
+    return {"running": pid is not None, "pid": pid, "line": line, "ok": ok}
 
 
 def board(config: Config, since: str | None = None) -> dict:
