@@ -282,14 +282,54 @@ def home(tmp_path: Path):
     instance.cleanup()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """The fast unit tests (tests/unit/, no processes, and the files marked `unit` by hand, such as
     the git-only tests/test_workspace.py: `pytest -m unit` is the inner loop) run first, then the
-    process tests."""
+    process tests. Under `-n N --dist loadgroup`, the tests that share a module-scoped fixture (a
+    home with a daemon built once, such as test_status.py's lived_home) run on one worker, one after
+    the other: spread over the workers, each worker built the fixture again, once per visit."""
     for item in items:
         if item.nodeid.startswith("tests/unit/"):
             item.add_marker(pytest.mark.unit)
+        for name in shared_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.{name}"))
     items.sort(key=lambda item: 0 if item.get_closest_marker("unit") else 1)
+
+
+def shared_fixtures(item) -> list[str]:
+    """The names of the module-scoped fixtures the test uses."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    return sorted(name for name, defs in info.name2fixturedefs.items() if defs and defs[-1].scope == "module")
+
+
+class LoadgroupCheck:
+    """On an xdist worker under `--dist loadgroup`: a grouped test whose id did not get its "@group"
+    (pytest-xdist's hook appends it) fails with one line, rather than running ungrouped in silence
+    (the zipapp built and the browser launched on every worker, module fixtures once per visit)."""
+
+    @pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook
+    def pytest_collection_modifyitems(self, config, items):
+        if not os.environ.get("PYTEST_XDIST_WORKER") or not config.getvalue("loadgroup"):
+            return
+        for item in items:
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+                item.fixturenames.insert(0, "loadgroup_lost")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(LoadgroupCheck(), "iwo-loadgroup-check")
+
+
+LOADGROUP_LOST = ("--dist loadgroup did not group this test (pytest 9.2 with pytest-xdist 3.8 drops the groups, "
+                  "pytest-xdist issue 1386): install the pytest that requirements.lock pins")
+
+
+@pytest.fixture
+def loadgroup_lost():
+    pytest.fail(LOADGROUP_LOST)
 
 
 # -- the real Claude Code CLI, offline (tests/test_real_agents.py, tests/test_real_long_runs.py, bench/resume.py)

@@ -130,9 +130,13 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium, headless, driven by Playwright (pinned). Under CI=true a missing Chromium fails."""
+    """Debian's Chromium, headless, driven by Playwright (pinned). Under CI=true a missing Chromium fails.
+
+    Module-scoped, not session: Playwright's sync API runs an event loop in this thread while it is
+    open, and every later test on the worker that calls asyncio.run() would fail. The module's
+    tests run on one worker, one after the other (tests/conftest.py groups them), so it starts once."""
     executable = chromium_path()
     if executable is None:
         if os.environ.get("CI") == "true":
