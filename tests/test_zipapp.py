@@ -1,9 +1,10 @@
 """The zipapp (issue 5): `bash build/shiv.sh` makes one reproducible file that runs from any
 directory, starts without importing DBOS, and finishes a spec that an older build started.
 
-The zipapp is built once for the module from a snapshot of the checkout (module-scoped
-fixtures; a build takes ~6 s, plus ~10 s to make build/venv on a fresh machine); the tests
-marked `slow` need it, and two of them build once more (the sha check, and build B). It runs
+The zipapp is built once from a snapshot of the checkout (session-scoped fixtures, the module's
+tests on one worker; a build takes ~9 s of CPU, plus ~10 s to make build/venv on a fresh machine);
+the tests marked `slow` need it, and two of them build once more (the sha check, and build B).
+Only the first-run test unpacks it into a SHIV_ROOT of its own; the others share one. It runs
 under the *base* interpreter of the test venv (no iwo-lite, no DBOS installed), from a temporary
 directory, with HOME and SHIV_ROOT in temporary directories, so nothing but the .pyz can supply
 the code.
@@ -69,11 +70,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def zipapp_env(scratch: Path, **extra: str) -> dict:
+def zipapp_env(scratch: Path, shiv_root: Path | None = None, **extra: str) -> dict:
+    """A clean environment in `scratch`; the zipapp unpacks into `shiv_root` (default: scratch/shiv,
+    a first run's unpacking; the session's `shiv_root` holds build A's, ~4 s of CPU, unpacked once)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IWO_", "FAKE_CLAUDE", "SHIV_"))}
     (scratch / "home").mkdir(parents=True, exist_ok=True)
     (scratch / "tmp").mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(scratch / "home"), SHIV_ROOT=str(scratch / "shiv"), TMPDIR=str(scratch / "tmp"),
+    env.update(HOME=str(scratch / "home"), SHIV_ROOT=str(shiv_root or scratch / "shiv"), TMPDIR=str(scratch / "tmp"),
                COLUMNS="250", PYTHONUNBUFFERED="1", **extra)
     env.pop("PYTHONPATH", None)
     return env
@@ -94,6 +97,13 @@ def tree(tmp_path_factory) -> Path:
     in the checkout while the tests run cannot make builds A and B differ by more than the test's
     own change."""
     return copy_tree(REPO, tmp_path_factory.mktemp("tree") / "iwo-lite")
+
+
+@pytest.fixture(scope="session")
+def shiv_root(tmp_path_factory) -> Path:
+    """Where the tests that do not check the first run's unpacking unpack the zipapps, as a user's
+    ~/.shiv holds every build they ran."""
+    return tmp_path_factory.mktemp("shiv-root")
 
 
 @pytest.fixture(scope="session")
@@ -155,8 +165,8 @@ def test_version_demo_and_status_from_any_directory(zipapp, tmp_path):
 
 
 @slow
-def test_status_and_help_do_not_import_dbos(zipapp, tmp_path):
-    env = zipapp_env(tmp_path, IWO_HOME=str(tmp_path / "iwo"))
+def test_status_and_help_do_not_import_dbos(zipapp, shiv_root, tmp_path):
+    env = zipapp_env(tmp_path, shiv_root, IWO_HOME=str(tmp_path / "iwo"))
     run_pyz(zipapp, "--version", env=env, cwd=tmp_path)  # extract first
     for args in (("status",), ("--help",), ("status", "--json")):
         proc = run_pyz(zipapp, *args, env=env, cwd=tmp_path, python_args=("-X", "importtime"))
@@ -175,12 +185,12 @@ def test_status_and_help_do_not_import_dbos(zipapp, tmp_path):
 class ZipappHome(IwoHome):
     """conftest's IwoHome, driving a zipapp (`python3 X.pyz ...`) instead of `python -m iwo_lite`."""
 
-    def __init__(self, root: Path, pyz: Path, scratch: Path):
+    def __init__(self, root: Path, pyz: Path, scratch: Path, shiv_root: Path):
         super().__init__(root)
         self.pyz = pyz
         self.cwd = scratch / "cwd"
         self.cwd.mkdir(parents=True, exist_ok=True)
-        self.env.update(zipapp_env(scratch))
+        self.env.update(zipapp_env(scratch, shiv_root))
         self.env.update(IWO_HOME=str(root), FAKE_CLAUDE_LOG=str(self.log),
                         FAKE_CLAUDE_SCENARIO=str(self.scenario_path))
 
@@ -212,13 +222,13 @@ def copy_tree_with_a_change(tree: Path, dest: Path) -> Path:
 
 
 @slow
-def test_a_spec_started_by_build_a_finishes_under_build_b_with_no_repeated_dispatch(tree, zipapp, tmp_path):
+def test_a_spec_started_by_build_a_finishes_under_build_b_with_no_repeated_dispatch(tree, zipapp, shiv_root, tmp_path):
     tree_b = copy_tree_with_a_change(tree, tmp_path / "tree-b")
     pyz_b = tmp_path / "b" / "iwo-lite.pyz"
     sha_b, _ = build(pyz_b, tree_b)
     assert sha_b != sha256(zipapp)
 
-    home = ZipappHome(tmp_path / "home", zipapp, tmp_path / "scratch")
+    home = ZipappHome(tmp_path / "home", zipapp, tmp_path / "scratch", shiv_root)
     try:
         version_a = home.cli("--version", check=True).stdout.strip()
         home.scenario({"roles": {"tester": [{"sleep": 4}]}})
@@ -247,8 +257,8 @@ def test_a_spec_started_by_build_a_finishes_under_build_b_with_no_repeated_dispa
 
 @slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="systemd units are written on Linux")
-def test_service_install_from_the_zipapp_names_the_zipapp(zipapp, tmp_path):
-    env = zipapp_env(tmp_path, IWO_HOME=str(tmp_path / "iwo home"))
+def test_service_install_from_the_zipapp_names_the_zipapp(zipapp, shiv_root, tmp_path):
+    env = zipapp_env(tmp_path, shiv_root, IWO_HOME=str(tmp_path / "iwo home"))
     proc = run_pyz(zipapp, "service", "install", "--print", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     [exec_start] = unit_lines(proc.stdout)["ExecStart"]
