@@ -4,7 +4,8 @@ file dropped into the inbox) reaches its first agent when the daemon is idle.
 Baseline in the same run: a bare asyncio loop that wakes once a second (a Python process doing
 nothing else), measured the same way (user + system CPU from /proc over the same window). The
 daemon is measured in its steady state, from 25 s after its specs reached their gates (for its
-first 20 s DBOS's internal queue polls every second: the launch's recovery goes through it).
+first 20 s DBOS's internal queue polls every second: the launch's recovery goes through it); and a
+daemon just started on an empty home, over its first 3 s.
 
     python bench/idle.py [--seconds 30] [--gates 50] [--rounds 10]
 """
@@ -57,6 +58,19 @@ def idle_daemon(seconds: float, gates: int, telegram_down: bool = False) -> floa
         home.stop()
 
 
+def just_started(seconds: float = 3.0) -> float:
+    """A daemon on an empty home, over its first `seconds` after it logs "daemon running" (DBOS's
+    internal queue polls fast then only when launch found something to recover)."""
+    home = BenchHome("started")
+    daemon = home.start()
+    try:
+        home.wait(lambda: "daemon running" in (home.root / "daemon.log").read_text(errors="replace")
+                  if (home.root / "daemon.log").exists() else False, 60, "daemon running")
+        return cpu_share(daemon.pid, seconds)
+    finally:
+        home.stop()
+
+
 def submit_to_first_agent(rounds: int) -> dict:
     """From `iwo-lite submit` starting (process start) and from a file dropped into the inbox, to
     the fake agent's "start" line, with the daemon idle between rounds."""
@@ -102,6 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     bare = bare_loop(args.seconds)
     print(f"bare asyncio loop (1 s timer): {bare * 100:.2f}% of a core (baseline)")
+    started = [just_started() for _ in range(3)]
+    print(f"a daemon just started, empty home, its first 3 s: {min(started) * 100:.2f}-{max(started) * 100:.2f}% "
+          f"of a core (3 starts)")
     for gates in (0, args.gates):
         share = idle_daemon(args.seconds, gates)
         print(f"idle daemon, {gates} open gates: {share * 100:.2f}% of a core "
