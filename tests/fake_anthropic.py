@@ -643,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", help="JSON-lines request log (appended)")
     parser.add_argument("--url-file", help="write the URL here once listening")
     args = parser.parse_args(argv)
+    # the stop handlers first: a SIGTERM sent as soon as the URL is announced must end it with 0
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
     fake = FakeAnthropic(host=args.host, port=args.port, script_path=args.script, log_path=args.log)
     fake.start()
     if args.url_file:
@@ -650,9 +654,6 @@ def main(argv: list[str] | None = None) -> int:
         Path(tmp).write_text(fake.url + "\n")
         os.replace(tmp, args.url_file)
     print(fake.url, flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
     done.wait()
     fake.stop()
     return 0

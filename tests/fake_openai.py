@@ -476,14 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log")
     parser.add_argument("--url-file")
     args = parser.parse_args(argv)
+    # the stop handlers first: a SIGTERM sent as soon as the URL is announced must end it with 0
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
     fake = FakeOpenAI(host=args.host, port=args.port, script_path=args.script, log_path=args.log).start()
     if args.url_file:
         Path(args.url_file + ".tmp").write_text(fake.url + "\n")
         os.replace(args.url_file + ".tmp", args.url_file)
     print(fake.url, flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
     done.wait()
     fake.stop()
     return 0
