@@ -58,14 +58,19 @@ def idle_daemon(seconds: float, gates: int, telegram_down: bool = False) -> floa
         home.stop()
 
 
+def wait_running(home: BenchHome) -> None:
+    """Until the daemon holds its lock and has logged "daemon running"."""
+    home.wait(lambda: (home.root / "daemon.lock").exists() and "daemon running" in
+              (home.root / "daemon.log").read_text(errors="replace"), 60, "daemon running")
+
+
 def just_started(seconds: float = 3.0) -> float:
     """A daemon on an empty home, over its first `seconds` after it logs "daemon running" (DBOS's
     internal queue polls fast then only when launch found something to recover)."""
     home = BenchHome("started")
     daemon = home.start()
     try:
-        home.wait(lambda: "daemon running" in (home.root / "daemon.log").read_text(errors="replace")
-                  if (home.root / "daemon.log").exists() else False, 60, "daemon running")
+        wait_running(home)
         return cpu_share(daemon.pid, seconds)
     finally:
         home.stop()
@@ -79,8 +84,7 @@ def submit_to_first_agent(rounds: int) -> dict:
     daemon = home.start()
     shell, inbox = [], []
     try:
-        home.wait(lambda: (home.root / "daemon.lock").exists() and "daemon running" in
-                  (home.root / "daemon.log").read_text(errors="replace"), 60, "daemon running")
+        wait_running(home)
         time.sleep(2)
         for index in range(rounds):
             spec = f"s-{index}"
