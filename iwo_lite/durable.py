@@ -55,8 +55,8 @@ NOTIFICATION_POLL_S = 10.0
 QUEUE_POLL_S = float(os.environ.get("IWO_QUEUE_POLL_S") or 10.0)  # $IWO_QUEUE_POLL_S overrides it
 # DBOS's own queue: recovery re-enqueues every unfinished spec there at launch, so it is polled every
 # RECOVERY_POLL_S for the first RECOVERY_FAST_S (only when there is something to recover), every 1 s
-# until RECOVERY_WINDOW_S, then this (a resumed cancelled spec, a
-# silent worker's specs taken over, wait at most this long).
+# until RECOVERY_WINDOW_S, then this (a resumed cancelled spec, a silent worker's specs taken over,
+# wait at most this long).
 INTERNAL_QUEUE_POLL_S = float(os.environ.get("IWO_QUEUE_POLL_S") or 10.0)  # $IWO_QUEUE_POLL_S too
 RECOVERY_WINDOW_S = 20.0
 RECOVERY_POLL_S = 0.05  # the internal queue's poll for the first RECOVERY_FAST_S after launch (then 1 s)
@@ -342,8 +342,9 @@ class Internals:
         instance = _dbos._dbos_global_instance
         if instance is None or instance._sys_db.get_pending_workflows(executor_id, REPLAY_VERSION):
             return False
-        return not await DBOS.list_queued_workflows_async(queue_name=_utils.INTERNAL_QUEUE_NAME, status="ENQUEUED", limit=1,
-                                              load_input=False, load_output=False)
+        queued = await DBOS.list_queued_workflows_async(queue_name=_utils.INTERNAL_QUEUE_NAME, status="ENQUEUED",
+                                                        limit=1, load_input=False, load_output=False)
+        return not queued
 
     @staticmethod
     def idle_pending(executor_id: str) -> list[str]:
