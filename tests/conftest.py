@@ -304,14 +304,14 @@ LONG_FIRST = ("tests/test_races.py::test_two_commands_at_once_on_a_waiting_spec"
               "tests/test_postgres.py::test_global_max_concurrent", "tests/test_notifications.py::test_saved_by_replay")
 
 
-def schedule_order(item) -> tuple[int, int]:
+def schedule_order(item) -> int:
     """The unit tier first; then, under xdist, the groups (a group is one long unit of work, the
     zipapp's ~90 s) and the longest tests; then the rest in file order (sort is stable)."""
     if item.get_closest_marker("unit"):
-        return (0, 0)
+        return 0
     if item.get_closest_marker("xdist_group") or item.nodeid.startswith(LONG_FIRST):
-        return (1, 0)
-    return (1, 1)
+        return 1
+    return 2
 
 
 def shared_fixtures(item) -> list[str]:
