@@ -10,6 +10,7 @@ import re
 import threading
 
 import pytest
+from playwright.sync_api import expect
 
 from web_helpers import WebServer, agent_runs, browser, call, screenshot, wait_for, web_home  # noqa: F401
 
@@ -136,7 +137,9 @@ def test_the_browser_s_security_cases(tmp_path, browser):
         spec.write_text("# Uploaded <script>alert(2)</script>\nbody\n")
         page.click("#open-submit")
         page.set_input_files("#submit-file", str(spec))
-        page.wait_for_function("document.querySelector('#submit-text').value.includes('Uploaded')")
+        # not wait_for_function: its polling evals the predicate in the page, which the page's CSP
+        # (script-src 'self') refuses whenever the first check comes too early
+        expect(page.locator("#submit-text")).to_have_value(re.compile("Uploaded"), timeout=SEEN_S)
         page.click("#submit-send")
         page.wait_for_url(re.compile(r"/spec/upload-me-"), timeout=SEEN_S)
         page.wait_for_selector(".crumbs", timeout=SEEN_S)
