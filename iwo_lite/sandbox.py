@@ -33,7 +33,9 @@ The network is not confined. Standard library only.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -345,21 +347,87 @@ def hidden_paths(config, home: Path, env: Mapping[str, str]) -> list[str]:
 
 
 def visible_paths(argv: list[str], env: Mapping[str, str]) -> tuple[str, ...]:
-    """The agent's executable (found on its PATH, symlinks followed; its virtual environment when it
-    is a venv's Python), every argument that is an existing absolute path, and the entries of
-    $PYTHONPATH: kept visible (read-only) when they live under /tmp (the sandbox's /tmp is private)."""
-    found = []
-    exe = shutil.which(argv[0], path=env.get("PATH")) if argv else None
-    items = ([exe] if exe else []) + [arg for arg in argv if arg.startswith("/")]
-    # where a Python agent imports from: $PYTHONPATH (e.g. a zipapp extracted under /tmp) and the
-    # virtual environment its interpreter belongs to
+    """What the agent's program needs in order to run, kept visible (read-only) when it lives under
+    /tmp (the sandbox's /tmp is private): its executable and the installation it belongs to, the
+    interpreter of a `#!` script likewise, every argument that is an existing absolute path, and
+    where a Python agent imports from: $PYTHONPATH, its virtual environment, the paths that
+    environment's `.pth` files and editable installs name, and iwo-lite's own package (the built-in
+    and demo agents import it, from a checkout anywhere)."""
+    items = [arg for arg in argv if arg.startswith("/")]
+    program = shutil.which(argv[0], path=env.get("PATH")) if argv else None
+    interpreter = _interpreter(program) if program else None
+    for exe in (program, shutil.which(interpreter, path=env.get("PATH")) if interpreter else None):
+        installed = _installation(exe) if exe else []
+        items += ([exe] if exe else []) + installed
+        items += [path for prefix in installed for path in _site_paths(Path(prefix))]
     items += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p.startswith("/")]
-    if exe and os.path.exists(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(exe))), "pyvenv.cfg")):
-        items.append(os.path.dirname(os.path.dirname(os.path.abspath(exe))))
+    items.append(str(Path(__file__).resolve().parent))
+    found = []
     for item in items:
         if os.path.exists(item):
             found += [os.path.abspath(item), os.path.realpath(item)]
     return tuple(dict.fromkeys(found))
+
+
+def _interpreter(program: str) -> str | None:
+    """The program a `#!` script runs under (`#!/usr/bin/env node` -> node), or None."""
+    try:
+        with open(program, "rb") as file:
+            line = file.readline(256)
+    except OSError:
+        return None
+    words = line[2:].decode(errors="replace").split() if line.startswith(b"#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        words = [w for w in words[1:] if not w.startswith("-")]
+    return words[0] if words else None
+
+
+def _installation(exe: str) -> list[str]:
+    """The directories `exe` is installed in, by its path and by its real path: the one above a
+    `bin/` (a virtual environment, a prefix), or the outermost `node_modules` (a package's
+    dependencies lie beside it)."""
+    found = []
+    for path in (Path(os.path.abspath(exe)), Path(os.path.realpath(exe))):
+        if "node_modules" in path.parts:
+            found.append(str(Path(*path.parts[:path.parts.index("node_modules") + 1])))
+        elif path.parent.name == "bin":
+            found.append(str(path.parent.parent))
+    return found
+
+
+def _site_paths(prefix: Path) -> list[str]:
+    """For a virtual environment: the base installation it was made from (`home` in pyvenv.cfg) and
+    the directories its site-packages' `.pth` files and setuptools' editable finders point at."""
+    config = prefix / "pyvenv.cfg"
+    if not config.is_file():
+        return []
+    found = []
+    for line in config.read_text(errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip():
+            found.append(str(Path(value.strip()).parent))
+    for site in prefix.glob("lib/python*/site-packages"):
+        for pth in site.glob("*.pth"):
+            for line in pth.read_text(errors="replace").splitlines():
+                if line.strip() and not line.startswith(("#", "import ", "import\t")):
+                    found.append(str(site / line.strip()))  # an absolute line stays absolute
+        for finder in site.glob("__editable__*finder.py"):
+            found += _editable_mapping(finder.read_text(errors="replace"))
+    return found
+
+
+def _editable_mapping(source: str) -> list[str]:
+    """The package directories a setuptools editable finder maps to (its MAPPING / NAMESPACES)."""
+    found = []
+    for name in ("MAPPING", "NAMESPACES"):
+        match = re.search(rf"^{name}\b[^=\n]*=\s*(\{{.*\}})\s*$", source, re.MULTILINE)
+        try:
+            value = ast.literal_eval(match.group(1)) if match else {}
+        except (ValueError, SyntaxError):
+            continue
+        for target in value.values() if isinstance(value, dict) else ():
+            found += [target] if isinstance(target, str) else [t for t in target if isinstance(t, str)]
+    return found
 
 
 def for_attempt(config, home: Path, agent, argv: list[str], env: Mapping[str, str], cwd: Path, run_dir: Path,

@@ -274,3 +274,52 @@ def test_doctor_says_the_agents_run_in_the_sandbox(sandbox_home):
     home = sandbox_home("auto")
     doctor = " ".join(home.cli("doctor").stdout.split())
     assert f"✓ sandbox: agents run in a bubblewrap sandbox ({BWRAP})" in doctor, doctor
+
+
+FINDER = '''import importlib.util, sys
+MAPPING: dict[str, str] = {mapping!r}
+class _Finder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name in MAPPING:
+            return importlib.util.spec_from_file_location(name, MAPPING[name] + "/__init__.py")
+        return None
+def install():
+    sys.meta_path.append(_Finder)
+'''
+
+
+def test_a_python_agent_installed_under_tmp_imports_its_code_inside_the_real_sandbox(tmp_path):
+    """The sandbox's /tmp is private: everything a Python agent imports from under /tmp must come
+    back read-only. The demo from a clone in /tmp failed every agent with "No module named
+    'iwo_lite'" (the checkout reached through `pip install -e`'s finder). Here, under /tmp: a venv,
+    a package of an editable install (setuptools' finder, as `pip install -e` writes it), a `.pth`
+    directory and a $PYTHONPATH directory, in the real bubblewrap."""
+    from iwo_lite import sandbox
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    for folder, module, text in (("src/editable", "__init__.py", "X = 'editable'"),
+                                 ("pth", "by_pth.py", "X = 'pth'"), ("pp", "by_pythonpath.py", "X = 'pythonpath'")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / module).write_text(text + "\n")
+    (site / "__editable___editable_1_0_finder.py").write_text(FINDER.format(mapping={"editable": str(tmp_path / "src/editable")}))
+    (site / "__editable__.editable-1.0.pth").write_text("import __editable___editable_1_0_finder; __editable___editable_1_0_finder.install()\n")
+    (site / "extra.pth").write_text(f"{tmp_path / 'pth'}\n")
+    work, home = tmp_path / "work", tmp_path / "home"
+    run = home / "runs" / "s1" / "attempt-1"
+    for folder in (work, run):
+        folder.mkdir(parents=True)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "user"), "PYTHONPATH": str(tmp_path / "pp")}
+    argv = [str(venv / "bin" / "python"), "-c",
+            "import editable, by_pth, by_pythonpath; print(editable.X, by_pth.X, by_pythonpath.X)"]
+    assert subprocess.run(argv, env=env, capture_output=True, text=True).stdout == "editable pth pythonpath\n"
+    confinement = sandbox.Confinement(cwd=work, run_dir=run, home=home, empty_file=sandbox.empty_file(home),
+                                      visible=sandbox.visible_paths(argv, env), env=env)
+    inside = subprocess.run(sandbox.Sandbox(BWRAP).wrap(argv, confinement), env=env, capture_output=True, text=True)
+    assert (inside.returncode, inside.stdout) == (0, "editable pth pythonpath\n"), inside.stderr
+    (tmp_path / "not-needed").mkdir()  # the rest of /tmp stays private
+    listed = subprocess.run(sandbox.Sandbox(BWRAP).wrap(["ls", str(tmp_path)], confinement), env=env,
+                            capture_output=True, text=True)
+    assert listed.stdout.split() == ["home", "pp", "pth", "src", "venv", "work"]

@@ -133,3 +133,48 @@ def test_a_python_agents_imports_under_tmp_stay_visible(tmp_path):
     python.symlink_to(sys.executable)
     seen = visible_paths([str(python), "-c", "pass"], {"PYTHONPATH": f"{site}:relative/path", "PATH": ""})
     assert str(site) in seen and str(venv) in seen and "relative/path" not in seen
+
+
+def _script(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_what_an_agent_program_needs_under_tmp_stays_visible(tmp_path):
+    """The class, one case per way a program reaches its files: an npm package (its node_modules,
+    through the .bin link), the interpreter of its `#!` line (a prefix above bin/), a virtual
+    environment's base installation, its `.pth` paths (absolute and relative), the packages its
+    setuptools editable finders map (the way `pip install -e` of a checkout under /tmp works), and
+    iwo-lite's own package, which the built-in and demo agents import."""
+    from iwo_lite.sandbox import visible_paths
+
+    modules = tmp_path / "npm" / "node_modules"
+    target = _script(modules / "tool" / "bin" / "tool.js", "#!/usr/bin/env -S fakenode --flag\n")
+    (modules / ".bin").mkdir()
+    (modules / ".bin" / "tool").symlink_to(target)
+    node_prefix = tmp_path / "node"
+    _script(node_prefix / "bin" / "fakenode", "#!/bin/sh\n")
+    seen = visible_paths(["tool", "--x"], {"PATH": f"{modules / '.bin'}:{node_prefix / 'bin'}"})
+    assert str(modules) in seen and str(node_prefix) in seen and str(node_prefix / "bin" / "fakenode") in seen
+
+    base, venv = tmp_path / "base", tmp_path / "venv"
+    _script(base / "bin" / "python3", "")
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(base / "bin" / "python3")
+    (venv / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\ninclude-system-site-packages = false\n")
+    site = venv / "lib" / "python3.11" / "site-packages"
+    (site / "relative").mkdir(parents=True)
+    for folder in ("absolute", "src/pkg", "src/ns"):
+        (tmp_path / folder).mkdir(parents=True)
+    (site / "paths.pth").write_text(f"# a comment\n{tmp_path / 'absolute'}\nrelative\nimport sys\n")
+    (site / "__editable___pkg_1_0_finder.py").write_text(
+        "import sys\n"
+        f"MAPPING: dict[str, str] = {{'pkg': '{tmp_path / 'src' / 'pkg'}'}}\n"
+        f"NAMESPACES: dict[str, list[str]] = {{'pkg.ns': ['{tmp_path / 'src' / 'ns'}']}}\n")
+    seen = visible_paths([str(venv / "bin" / "python"), "-m", "pkg"], {"PATH": ""})
+    for path in (venv, base, tmp_path / "absolute", site / "relative", tmp_path / "src" / "pkg", tmp_path / "src" / "ns"):
+        assert str(path) in seen, path
+    assert str(Path(sandbox.__file__).resolve().parent) in seen  # iwo_lite itself
+    assert not any(p.startswith(str(tmp_path / "missing")) for p in seen)
