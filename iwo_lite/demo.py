@@ -3,8 +3,9 @@
 Owns the demo's script: make a temporary home whose config points the agent command at the
 built-in offline agent (demo_agent.py), submit the sample spec before the daemon starts,
 start the real daemon (`iwo-lite run`) as a child process, show live progress, answer the
-deployer's gate for the user, stop the daemon, and print the final status. The home is kept
-so it can be explored with `iwo-lite --home <dir> status`.
+deployer's gate for the user (never an agent_failed one: the demo stops there and says why),
+stop the daemon, and print the final status. The home is kept so it can be explored with
+`iwo-lite --home <dir> status`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from iwo_lite.config import load_config
 from iwo_lite.errors import UserError
+from iwo_lite.roles import GATE_AGENT_FAILED
 from iwo_lite.store import sqlite_compat
 from iwo_lite.store.specs import FINAL_STATES
 
@@ -75,6 +77,7 @@ def run_demo() -> int:
     )
     console.print(f"started the daemon (pid {daemon.pid}); its log: {home / 'daemon.log'}")
     answered: set[str] = set()
+    failed = None  # an agent_failed gate: the demo does not approve past it
     state = "queued"
     deadline = time.time() + DEMO_TIMEOUT_S
     try:
@@ -85,7 +88,11 @@ def run_demo() -> int:
                     trace = spec_trace(config.database_url, spec.id)
                     live.update(trace_view(trace))
                     state = trace["state"]
-                    gate_id = next((g["id"] for g in trace["gates"] if g["answer"] is None), None)
+                    gate = next((g for g in trace["gates"] if g["answer"] is None), None)
+                    gate_id = gate["id"] if gate else None
+                    if state == "waiting" and gate and gate["reason"] == GATE_AGENT_FAILED:
+                        failed = gate  # the demo's agent cannot fail: something here is broken; say so
+                        break
                     if state == "waiting" and gate_id and gate_id not in answered:
                         time.sleep(1.0)
                         answered.add(answer_from_shell(config, spec.id, "approve", "approved by the demo",
@@ -107,6 +114,10 @@ def run_demo() -> int:
     console.print(trace_view(spec_trace(config.database_url, spec.id)))
     console.print(f"handoffs: {home / 'specs' / spec.id / 'handoffs'}")
     console.print(f"explore:  {me} --home {home} status {spec.id}")
+    if failed is not None:
+        why = (failed["question"] or f"The {failed['role']} agent failed.").split(" Approve to continue")[0]
+        console.print(f"[red]demo failed: {output.safe_markup(why)} Its runs: {home / 'runs' / spec.id}[/]")
+        return 1
     if state != "done":
         console.print(f"[red]demo did not finish: state {state}; see {home / 'daemon.log'}[/]")
         return 1

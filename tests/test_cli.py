@@ -72,6 +72,23 @@ def test_demo_runs_the_whole_loop_offline(home):
     out = home.cli("demo", timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "demo finished" in out.stdout and "Traceback" not in out.stderr
+    assert "agent_failed" not in out.stdout  # no agent failed on the way (the demo never approves past one)
+
+
+def test_the_demo_says_so_and_exits_1_when_an_agent_fails(home, tmp_path):
+    """A broken sandbox here (a `bwrap` that passes the probe but runs nothing): every agent fails.
+    The demo stops at the first agent_failed gate instead of approving past it, names the role and
+    the error, and exits 1; it never says "demo finished"."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "bwrap").write_text('#!/bin/sh\nfor last; do :; done\n[ "$last" = true ] && exit 0\n'
+                                'echo "bwrap: cannot confine here" >&2\nexit 1\n')
+    (fake / "bwrap").chmod(0o755)
+    home.env["PATH"] = f"{fake}:{home.env['PATH']}"
+    out = home.cli("demo", timeout=180)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "demo failed: The planner agent failed" in out.stdout and "cannot confine here" in out.stdout and "demo finished" not in out.stdout
+    assert "Traceback" not in out.stderr
 
 
 def test_cancel_resume_and_fork(home):
