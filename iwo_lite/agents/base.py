@@ -1,7 +1,7 @@
 """The agent interface: what every agent kind (a coding-agent CLI) provides to the dispatcher.
 
-Owns the `Agent` Protocol, the `Session` an attempt runs in, and the key a session id is
-derived from. Everything one CLI does differently from another lives behind this interface,
+Owns the `Agent` Protocol, the `Session` an attempt runs in, the key a session id is
+derived from, and `Tail` (a growing file read a line at a time, for the kinds' stream readers). Everything one CLI does differently from another lives behind this interface,
 in that kind's module (agents/claude.py, agents/plain.py, ...); the dispatcher,
 the loop and the daemon know only these methods (agents/__init__.py holds the registry by
 kind). Pure: no process is started here.
@@ -42,6 +42,35 @@ class SessionKey:
     spec_id: str
     step: int
     attempt: int
+
+
+class Tail:
+    """A file read as it grows: each call reads only what was appended since the last one, so
+    following a 20 MB stream every second stays cheap and nothing is parsed twice."""
+
+    def __init__(self) -> None:
+        self.offset = 0  # bytes of the file read so far
+        self.partial = b""  # the last line read, while its newline has not come
+
+    def appended(self, path: str | os.PathLike) -> bytes:
+        """The bytes appended since the last call (b"" when there are none, or no such file)."""
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return b""
+        self.offset += len(data)
+        return data
+
+    def lines(self, path: str | os.PathLike) -> list[bytes] | None:
+        """The lines completed since the last call (without their newlines); None when nothing
+        was appended. A line still without its newline waits in `partial`."""
+        data = self.appended(path)
+        if not data:
+            return None
+        buffer, newline, self.partial = (self.partial + data).rpartition(b"\n")
+        return buffer.split(b"\n") if newline else []
 
 
 class StreamReader(Protocol):

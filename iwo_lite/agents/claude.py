@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iwo_lite.agents.answer import AgentAnswer, answer_from_result, answer_without_result, relative
-from iwo_lite.agents.base import Session, SessionKey
+from iwo_lite.agents.base import Session, SessionKey, Tail
 from iwo_lite.agents.events import ToolEvent
 from iwo_lite.numbers import checked_cost, checked_count
 from iwo_lite.roles import DEFAULT_PERMISSIONS, VERDICTS
@@ -231,7 +231,7 @@ class StreamReader:
     """
 
     def __init__(self) -> None:
-        self.offset = 0  # bytes of the file read so far (read_new)
+        self._tail = Tail()  # the file read_new follows
         self.lines = 0  # complete lines seen
         self.session_id: str | None = None
         self.cwd: str | None = None
@@ -253,17 +253,15 @@ class StreamReader:
 
     def read_new(self, path: str | os.PathLike) -> bool:
         """Read what was appended to `path` since the last call; True when there was something."""
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        if not data:
-            return False
-        self.offset += len(data)
-        self.feed(data)
-        return True
+        data = self._tail.appended(path)
+        if data:
+            self.feed(data)
+        return bool(data)
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the file read so far (read_new)."""
+        return self._tail.offset
 
     def feed(self, data: bytes) -> None:
         buffer = self._partial + data if self._partial else data

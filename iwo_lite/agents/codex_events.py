@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iwo_lite.agents.base import Tail
 from iwo_lite.numbers import checked_count
 from iwo_lite.text import clip
 
@@ -151,12 +152,10 @@ class CodexStreamReader:
     def __init__(self, agent, model: str | None, env: Mapping[str, str] | None = None):  # agent: the CodexAgent
         self.agent, self.model = agent, model
         self.env = env if env is not None else os.environ
-        self.offset = 0
-        self._partial = b""
+        self._stdout = Tail()
         self.scan = Scan()
         self._rollout: Path | None = None
-        self._rollout_offset = 0
-        self._rollout_partial = b""
+        self._rollout_tail = Tail()
         self._turn_usage: list[dict] = []  # per task_started in the rollout: summed last_token_usage
 
     @property
@@ -183,19 +182,11 @@ class CodexStreamReader:
                 "cost_usd": round(cost_of(usage, self.model, self.agent.prices), 6)}
 
     def read_new(self, path: str | os.PathLike) -> bool:
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except (FileNotFoundError, NotADirectoryError):
-            data = b""
-        if data:
-            self.offset += len(data)
-            buffer, _, self._partial = (self._partial + data).rpartition(b"\n")
-            for item in _events(buffer.decode("utf-8", "replace")):
-                self.scan.feed(item)
+        lines = self._stdout.lines(path)
+        for item in _events(b"\n".join(lines or []).decode("utf-8", "replace")):
+            self.scan.feed(item)
         self._read_rollout()
-        return bool(data)
+        return lines is not None
 
     def _read_rollout(self) -> None:
         if self.scan.completed or self.scan.thread_id is None:
@@ -204,15 +195,8 @@ class CodexStreamReader:
             self._rollout = rollout_path(self.scan.thread_id, self.env)
             if self._rollout is None:
                 return
-        try:
-            with open(self._rollout, "rb") as handle:
-                handle.seek(self._rollout_offset)
-                data = handle.read()
-        except OSError:
-            return
-        self._rollout_offset += len(data)
-        buffer, _, self._rollout_partial = (self._rollout_partial + data).rpartition(b"\n")
-        for line in buffer.split(b"\n"):  # token_usage_record: written as each response ends, before its tools run
+        # token_usage_record: written as each response ends, before its tools run
+        for line in self._rollout_tail.lines(self._rollout) or []:
             if b'"task_started"' not in line and b'"token_usage_record"' not in line:
                 continue
             try:

@@ -106,3 +106,20 @@ def test_writable_state_of_each_kind():
     assert agents.module("json").PlainAgent(("x",), {}, {}).writable_state(env) == []
     assert ClaudeAgent(("claude",)).writable_state(env) == ["/h/.claude", "/h/.claude.json"]
     assert ClaudeAgent(("claude",)).writable_state(dict(env, CLAUDE_CONFIG_DIR="/c"))[0] == "/c"
+
+
+def test_a_tail_reads_each_byte_once_and_a_line_only_with_its_newline(tmp_path):
+    """agents/base.Tail, which both stream readers (Claude's stdout; Codex's stdout and rollout) use."""
+    from iwo_lite.agents.base import Tail
+
+    path, tail = tmp_path / "stdout", Tail()
+    assert tail.lines(path) is None and tail.lines(tmp_path / "a-file" / "under-a-file") is None  # no file yet
+    path.write_bytes(b'{"a": 1}\n{"b"')
+    assert tail.lines(path) == [b'{"a": 1}'] and tail.partial == b'{"b"'
+    assert tail.lines(path) is None  # nothing new: nothing read again
+    with path.open("ab") as handle:
+        handle.write(b': 2}\n\n{"c": 3}\n')
+    assert tail.lines(path) == [b'{"b": 2}', b"", b'{"c": 3}'] and tail.offset == path.stat().st_size
+    with path.open("ab") as handle:
+        handle.write(b"no newline yet")
+    assert tail.lines(path) == [] and tail.appended(path) == b""
