@@ -199,10 +199,25 @@ def daemon_line(database_url: str, lock_path) -> tuple[str, bool]:
             " (or `iwo-lite service install`)", False)
 
 
+def mixed_options(*, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None, watch: bool) -> str | None:
+    """Why these `status` options cannot go together (one of them would be ignored), or None."""
+    if sql is not None and (spec_id or show_all or watch):
+        given = " and ".join(name for name, on in (("the spec ID", spec_id), ("--all", show_all), ("--watch", watch)) if on)
+        return f"status --sql prints its query's rows once: drop {given} (it combines only with --json)"
+    if watch and as_json:
+        return "status --watch redraws for a person; --json prints once (run it in a loop, or read GET /api/specs)"
+    if spec_id and show_all:
+        return f"status {spec_id}: --all is for the table of specs, not one spec's trace"
+    return None
+
+
 def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None,
          watch: bool, lock_path=None, tools=None) -> None:
     from iwo_lite import output
 
+    refused = mixed_options(spec_id=spec_id, show_all=show_all, as_json=as_json, sql=sql, watch=watch)
+    if refused:
+        raise UserError(refused)
     console = output.console()
     if sql is not None:
         columns, rows = run_sql(database_url, sql)

@@ -33,6 +33,9 @@ def diff_text(config: Config, spec_id: str, dispatch: int | None = None, stat: b
     from iwo_lite import workspace
 
     where, steps, _ = _spec(config, spec_id)
+    step = next((s for s in steps if s["step"] == dispatch), None)
+    if dispatch is not None and step is None:  # in either workspace: the id at fault, exit 2
+        raise UserError(f"{spec_id}: --dispatch {dispatch:02d}: no such dispatch")
     repo = workspace.describe_repo(str(config.workdir))
     if not where.get("branch") or not repo["repository"]:
         return (f"{spec_id} works in the shared workdir {config.workdir} (no branch of its own), so there is no diff"
@@ -41,10 +44,7 @@ def diff_text(config: Config, spec_id: str, dispatch: int | None = None, stat: b
     branch = where["branch"]
     tip = workspace.branch_head(repo["toplevel"], branch) or where.get("head")
     flags = ["--stat"] if stat else ["--no-color"]
-    if dispatch is not None:
-        step = next((s for s in steps if s["step"] == dispatch), None)
-        if step is None:
-            raise UserError(f"{spec_id}: --dispatch {dispatch:02d}: no such dispatch")
+    if step is not None:
         if not step.get("commit_sha"):
             return f"{spec_id} dispatch {dispatch:02d} ({step['role']}) made no commit: it changed nothing\n"
         sha = step["commit_sha"]

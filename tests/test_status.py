@@ -132,7 +132,10 @@ def test_sql_is_read_only_and_unknown_specs_and_bad_queries_exit_2(home):
                         (("status", "--sql", "DELETE FROM iwo_specs"), "readonly"),
                         (("status", "--sql", "DROP TABLE iwo_specs"), "readonly"),
                         (("status", "--sql", "SELEC nonsense"), "syntax error"),
-                        (("status", "--sql", "SELECT * FROM nowhere"), "no such table")):
+                        (("status", "--sql", "SELECT * FROM nowhere"), "no such table"),
+                        (("status", spec_id, "--sql", "SELECT 1"), "drop the spec ID"),
+                        (("status", "--watch", "--json"), "--json prints once"),
+                        (("status", spec_id, "--all"), "--all is for the table")):
         out = home.cli(*args)
         assert out.returncode == 2 and words in out.stderr.replace("read-only", "readonly"), (args, out.stderr)
     assert home.query("SELECT state FROM iwo_specs") == [("queued",)]

@@ -72,3 +72,7 @@ def test_diff_in_shared_mode_says_what_it_can_show(home):
     home.wait_state("shared", "done")
     out = home.cli("diff", "shared", check=True)
     assert "shared workdir" in out.stdout and "no branch of its own" in out.stdout
+    for dispatch in ("9", "0", "-1"):  # a dispatch that is not there is the id at fault, in either workspace
+        wrong = home.cli("diff", "shared", "--dispatch", dispatch)
+        assert wrong.returncode == 2 and "no such dispatch" in wrong.stderr, (dispatch, wrong.stdout, wrong.stderr)
+    assert "shared workdir" in home.cli("diff", "shared", "--dispatch", "1", check=True).stdout
