@@ -6,12 +6,14 @@ the daemon serving it with [web] enabled, and a gate answered on the page while 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 
@@ -86,7 +88,13 @@ def test_every_answer_of_the_api(tmp_path):
         assert _json(api("/api/specs/greet/fork", method="POST", body={"from": "chef"}))[0] == 400
         assert _json(api("/api/specs/greet/fork", method="POST", body={"from": "builder"}))[0] == 409
         assert _json(api("/api/specs/greet/resume", method="POST", body={}))[0] == 409
-        assert api("/api/specs/greet/events?dispatch=x")[0] == 400
+        # every query parameter of the wrong kind: 400, one line naming it (never ignored)
+        for path, name in (("/api/specs/greet/events?dispatch=x", "dispatch"), ("/api/specs/greet/diff?dispatch=-1", "dispatch"),
+                           ("/api/specs/greet/events?dispatch=1&attempt=x", "attempt"),
+                           ("/api/specs/greet/diff?stat=maybe", "stat"), ("/api/specs/greet/dispatches/x", "dispatch"),
+                           ("/api/specs?since=garbage", "since"), ("/api/board?since=2026-13-45", "since")):
+            status, body = _json(api(path))
+            assert status == 400 and body["error"].startswith(name + ":") and "\n" not in body["error"], (path, body)
         # a GET changes nothing
         assert api("/api/specs/greet/cancel")[0] in (404, 405)
         assert home.state("greet") == "queued"
@@ -110,6 +118,13 @@ def test_every_answer_of_the_api(tmp_path):
         assert "+built" in api("/api/specs/greet/diff?dispatch=2")[2]
         assert "feature.txt" in api("/api/specs/greet/diff?stat=1")[2]
         assert api("/api/specs/greet/diff?dispatch=99")[0] == 404
+        # ?since= in any ISO 8601 form compares as a moment, not as text (a done spec: only its update counts)
+        updated = datetime.datetime.fromisoformat(json.loads(api("/api/specs/greet")[2])["updated_at"])
+        zone = datetime.timezone(datetime.timedelta(hours=1))
+        for moment, listed in ((updated - datetime.timedelta(seconds=1), True), (updated + datetime.timedelta(seconds=1), False)):
+            for text in (moment.astimezone(zone).isoformat(), moment.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat()):
+                ids = [spec["id"] for spec in json.loads(api("/api/specs?since=" + urllib.parse.quote(text))[2])]
+                assert ("greet" in ids) == listed, (text, ids)
         events = json.loads(api("/api/specs/greet/events?dispatch=2")[2])
         assert events["role"] == "builder" and [e["status"] for e in events["events"]] == ["ok", "failed", "denied"]
         dispatch = json.loads(api("/api/specs/greet/dispatches/2")[2])

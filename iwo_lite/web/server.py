@@ -12,6 +12,7 @@ Reads go to web/data.py and writes to web/actions.py, each in a thread. Imports 
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import hmac
 import ipaddress
 import logging
@@ -28,12 +29,14 @@ from iwo_lite.config import Config
 from iwo_lite.errors import UserError, first_line
 from iwo_lite.home import Home
 from iwo_lite.numbers import json_text
+from iwo_lite.times import iso_utc
 from iwo_lite.web import actions, data
 
 log = logging.getLogger("iwo_lite.web")
 COOKIE = "iwo_token"
 STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 WATCH_S = 0.25  # how often the live feed looks for a change (a stat on SQLite)
+FLAG_VALUES = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}  # ?stat=
 WATCH_PG_S = 0.5  # on Postgres (one small query)
 KEEPALIVE_S = 15.0
 MAX_BODY = 4 * 1024 * 1024  # a spec is at most 1 MiB; JSON may escape it to a few times that
@@ -194,8 +197,29 @@ def _number(request: web.Request, name: str) -> int | None:
     if raw in (None, ""):
         return None
     if not raw.isdigit():
-        raise _Refused(400, f"{name}: expected a number, got {raw[:40]!r}")
+        raise _Refused(400, f"{name}: expected a whole number (0 or more), got {raw[:40]!r}")
     return int(raw)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    raw = (request.query.get(name) or "").lower()
+    if raw not in FLAG_VALUES:
+        raise _Refused(400, f"{name}: expected 1 / true / yes or 0 / false / no, got {raw[:40]!r}")
+    return FLAG_VALUES[raw]
+
+
+def _since(request: web.Request) -> str | None:
+    """`?since=`: any ISO 8601 time (no zone = UTC), as the database writes times, so that they compare."""
+    raw = request.query.get("since")
+    if raw in (None, ""):
+        return None
+    try:
+        moment = _dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise _Refused(400, f"since: expected an ISO 8601 time such as 2026-12-05T12:00:00Z, got {raw[:40]!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return iso_utc(moment.timestamp())
 
 
 def api(handler):
@@ -212,12 +236,12 @@ def api(handler):
 
 @api
 async def api_specs(request: web.Request) -> web.Response:
-    return _json(await _read(request, data.specs, request.query.get("since") or None))
+    return _json(await _read(request, data.specs, _since(request)))
 
 
 @api
 async def api_board(request: web.Request) -> web.Response:
-    return _json(await _read(request, data.board, request.query.get("since") or None))
+    return _json(await _read(request, data.board, _since(request)))
 
 
 @api
@@ -228,7 +252,7 @@ async def api_spec(request: web.Request) -> web.Response:
 @api
 async def api_diff(request: web.Request) -> web.Response:
     text = await _read(request, data.diff, request.match_info["id"], _number(request, "dispatch"),
-                       request.query.get("stat") in ("1", "true", "yes"))
+                       _flag(request, "stat"))
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -242,7 +266,7 @@ async def api_events(request: web.Request) -> web.Response:
 async def api_dispatch(request: web.Request) -> web.Response:
     step = request.match_info["nn"]
     if not step.isdigit():
-        raise _Refused(400, f"dispatch: expected a number, got {step[:40]!r}")
+        raise _Refused(400, f"dispatch: expected a whole number (0 or more), got {step[:40]!r}")
     return _json(await _read(request, data.dispatch, request.match_info["id"], int(step)))
 
 
