@@ -213,6 +213,23 @@ ADMISSION: dict[str, str] = {
 }
 
 
+def unreadable_prompt_files(config: Config) -> list[str]:
+    """One line per `roles.<role>.prompt_file` that cannot be read now (the daemon refuses to start,
+    `doctor` marks it ✗): every prompt of that role would go out without its brief."""
+    lines = []
+    for role, role_config in config.roles.items():
+        path = role_config.prompt_file
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            source = f"{config.config_path}: " if config.config_path else ""
+            lines.append(f"{source}roles.{role}.prompt_file: {path}: {error.strerror or error}")
+    return lines
+
+
 def _file_keys(cls: type) -> dict[str, Any]:
     """The keys a config file may hold in a section: the fields with a checker."""
     return {f.name: f for f in fields(cls) if "check" in f.metadata}
@@ -295,6 +312,9 @@ def _build(home: Path, path: Path | None, data: dict[str, Any], environ: Mapping
     top = _checked(src, "", Config, data)
     sections = {name: cls(**_checked(src, name, cls, _table(src, name, data.get(name, {}), _SECTION_KEYS[name])))
                 for name, cls in SECTIONS.items()}
+    if sections["git"].on_done == "command" and not sections["git"].done_command.strip():
+        raise _error(src, "git.done_command", 'required with git.on_done = "command" '
+                                              '(e.g. "gh pr create --fill --head {branch}")')
     return Config(
         home=home,
         config_path=path,

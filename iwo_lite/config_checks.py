@@ -9,8 +9,10 @@ config.py adds the file and the dotted key. Standard library only.
 from __future__ import annotations
 
 import json
+import os
 import math
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -373,4 +375,34 @@ def git_author(value: Any) -> str:
     text = nonempty_string(value).strip()
     if not _AUTHOR.fullmatch(text):
         raise Bad(f'expected "Name <email>", got {show(text)}')
+    return text
+
+
+PLACEHOLDER = re.compile(r"\{(branch|spec_id|title)\}")  # git.done_command's
+SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "fish", "ash", "busybox"}
+
+
+def template_words(template: str) -> list[str]:
+    """`git.done_command` split like a POSIX shell splits it (no shell runs it): its words, with the
+    placeholders still in. Bad when it cannot be split, is empty, or puts a placeholder inside a
+    shell's `-c` script (there a title would run as shell code)."""
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise Bad(f"cannot be split like a shell command line ({exc}), got {show(template)}") from None
+    if not words:
+        raise Bad("is empty")
+    if os.path.basename(words[0]) in SHELLS:
+        for flag, script in zip(words[1:], words[2:]):
+            if re.fullmatch(r"-[a-z]*c[a-z]*", flag) and PLACEHOLDER.search(script):
+                raise Bad(f"a placeholder inside `{words[0]} {flag} '...'` would be run as shell code; use "
+                          '"$IWO_BRANCH", "$IWO_SPEC_ID", "$IWO_TITLE" there')
+    return words
+
+
+def command_template(value: Any) -> str:
+    """`git.done_command`: "" (none), or a command line template_words accepts."""
+    text = string(value)
+    if text.strip():
+        template_words(text)
     return text

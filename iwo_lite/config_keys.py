@@ -186,7 +186,7 @@ class GitConfig:
     """``[git]``: each spec's branch and worktree (workspace = "worktree"), and what happens at its end."""
 
     on_done: str = key("keep", check.choice(ON_DONE))  # keep the branch | merge it | run done_command
-    done_command: str = key("", check.string)  # with on_done = "command", e.g. "gh pr create --fill --head {branch}"
+    done_command: str = key("", check.command_template)  # with on_done = "command", e.g. "gh pr create --fill --head {branch}"
     remote: str = key("", check.string)  # push the spec's branch there after each dispatch ("" = never)
     author: str = key("iwo-lite <iwo-lite@localhost>", check.git_author)
 

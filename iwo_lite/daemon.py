@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from iwo_lite import agents, durable, loop, notify, sandbox, workers, workspace
-from iwo_lite.config import Config
+from iwo_lite.config import Config, unreadable_prompt_files
 from iwo_lite.cancel import cancel_spec
 from iwo_lite.errors import UserError
 from iwo_lite.gates import Gates
@@ -99,6 +99,8 @@ def check_ready(config: Config) -> sandbox.Choice:
     durable.check_sqlite(config)  # a Python + SQLite on which DBOS cannot write its tables
     if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
         raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
+    for unreadable in unreadable_prompt_files(config):
+        raise UserError(unreadable)
     confined = sandbox.choose(config.agent.sandbox)
     if confined.error:
         raise UserError(confined.why)

@@ -17,7 +17,7 @@ import shutil
 import sqlite3
 import stat
 
-from iwo_lite.config import Config
+from iwo_lite.config import Config, unreadable_prompt_files
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, first_line
 from iwo_lite.home import Home
 from iwo_lite.store import Store, checkpoints, health
@@ -34,6 +34,7 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
     results.append((True, f"config: {source}", ""))
     results.append(_sqlite_check(config))
     results += _agent_checks(config)
+    results += [(False, unreadable, "create it, or remove the key") for unreadable in unreadable_prompt_files(config)]
     results.append(_sandbox_check(config))
     results.append((config.workdir.is_dir(), f"workdir: {config.workdir}",
                     "create it, or set workdir to your repository"))

@@ -89,3 +89,19 @@ def test_doctor_checks_each_agent_kind_in_use(home, tmp_path):
     # a kind nobody uses is not checked
     (home.root / "config.toml").write_text(config)
     assert "(codex)" not in home.cli("doctor").stdout and "agent kind: codex" not in home.cli("doctor").stdout
+
+
+def test_a_prompt_file_that_cannot_be_read_stops_run_and_is_marked_by_doctor(home):
+    """Every prompt of that role would go out without its brief (the old daemon sent "(could not
+    read ...)" in its place): `run` refuses to start, one line naming the file and key, exit 2."""
+    home.configure(extra=f'[roles.reviewer]\nprompt_file = "{home.root / "reviewer-brief.md"}"\n')
+    refused = home.cli("run", timeout=60)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "roles.reviewer.prompt_file" in refused.stderr and "reviewer-brief.md: No such file" in refused.stderr
+    doctor = home.cli("doctor")
+    assert doctor.returncode == 1 and "✗ " in doctor.stdout and "roles.reviewer.prompt_file" in doctor.stdout
+    (home.root / "reviewer-brief.md").write_text("Review the tests first.\n")
+    assert "roles.reviewer.prompt_file" not in home.cli("doctor").stdout
+    spec_id = home.submit()
+    home.start()
+    assert home.wait_state(spec_id, "done", "waiting") in ("done", "waiting")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 import signal
 import subprocess
 
+from iwo_lite.config_checks import PLACEHOLDER, Bad, template_words
 from iwo_lite.workspace.git import (
     MAX_OUTPUT,
     MERGE_TRAILER,
@@ -142,31 +142,18 @@ def _restore_orig_head(cwd: str, orig: str | None) -> None:
         _git(["update-ref", "--no-deref", "-d", "ORIG_HEAD"], cwd, check=False)
 
 
-_PLACEHOLDER = re.compile(r"\{(branch|spec_id|title)\}")
-_SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "fish", "ash", "busybox"}
-
-
 def done_command_argv(template: str | list[str], branch: str, spec_id: str, title: str) -> list[str]:
     """The argv of `git.done_command`: the template is split like a POSIX shell would split it
     (shlex; a list is taken as the argv), THEN `{branch}`, `{spec_id}`, `{title}` are replaced
     inside each word, in one pass. No shell runs it, so quotes, `$(...)`, `;` or backticks in a
     title are plain text. Raises WorkspaceError for a template that cannot be split."""
-    if isinstance(template, str):
-        try:
-            words = shlex.split(template)
-        except ValueError as exc:
-            raise WorkspaceError(f"git.done_command {template!r}: {exc}") from None
-    else:
-        words = [str(word) for word in template]
-    if not words:
-        raise WorkspaceError("git.done_command is empty")
-    if os.path.basename(words[0]) in _SHELLS:
-        for flag, script in zip(words[1:], words[2:]):
-            if re.fullmatch(r"-[a-z]*c[a-z]*", flag) and _PLACEHOLDER.search(script):
-                raise WorkspaceError(f"git.done_command: a placeholder inside `{words[0]} {flag} '...'` would be"
-                                     " run as shell code; use \"$IWO_BRANCH\", \"$IWO_SPEC_ID\", \"$IWO_TITLE\" there")
+    line = template if isinstance(template, str) else shlex.join(str(word) for word in template)
+    try:
+        words = template_words(line)  # the checks config loading makes (config_checks), for a list too
+    except Bad as bad:
+        raise WorkspaceError(f"git.done_command: {bad}") from None
     values = {"branch": branch, "spec_id": spec_id, "title": (title or "").replace("\0", "")}
-    return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in words]
+    return [PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in words]
 
 
 def run_done_command(template: str | list[str], cwd: str, branch: str, spec_id: str, title: str,

@@ -356,6 +356,12 @@ def test_parse_duration_hints() -> None:
         ("max_rework = 2\n", "max_rework", "did you mean 'loop.max_rework'?"),
         ('[agent]\nworkdir = "."\n', "agent.workdir", "did you mean 'workdir'? (top-level keys go above"),
         ('[agent]\n"a.b" = 1\n', 'agent."a.b"', "unknown key"),
+        ('[git]\non_done = "command"\n', "git.done_command", 'required with git.on_done = "command"'),
+        ('[git]\non_done = "command"\ndone_command = " "\n', "git.done_command", "required with"),
+        ("[git]\ndone_command = \"gh pr create --title 'x\"\n", "git.done_command", "cannot be split"),
+        ("[git]\ndone_command = \"sh -c 'gh pr create -t {title}'\"\n", "git.done_command", "run as shell code"),
+        ("[git]\ndone_command = \"bash -ec 'echo {branch}'\"\n", "git.done_command", "run as shell code"),
+        ("[git]\ndone_command = 5\n", "git.done_command", "expected a string"),
     ],
 )
 def test_bad_values(home: Path, env: dict[str, str], text: str, key: str, fragment: str) -> None:
@@ -448,3 +454,17 @@ def test_token_in_config_is_refused_without_echo(home: Path, env: dict[str, str]
 def test_bad_url_error_hides_password(home: Path, env: dict[str, str]) -> None:
     message = error_for(home, 'database_url = "postgresq://u:hunter2@h/db"\n', env)
     assert "hunter2" not in message
+
+
+def test_an_unreadable_prompt_file_is_named_with_its_key(home: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """config.unreadable_prompt_files: what `run` refuses to start with and `doctor` marks ✗."""
+    from iwo_lite.config import unreadable_prompt_files
+
+    brief = tmp_path / "brief.md"
+    brief.write_text("Be brief.\n")
+    (home / "config.toml").write_text(f'[roles.builder]\nprompt_file = "{brief}"\n[roles.reviewer]\n'
+                                      f'prompt_file = "missing.md"\n[roles.tester]\nprompt_file = "{tmp_path}"\n')
+    lines = unreadable_prompt_files(load_config(home, environ=env))
+    assert [line.split(": ")[1] for line in lines] == ["roles.reviewer.prompt_file", "roles.tester.prompt_file"]
+    assert all(line.startswith(str(home / "config.toml")) for line in lines)
+    assert "No such file" in lines[0] and "directory" in lines[1]
