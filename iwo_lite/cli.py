@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
 
     command("run", "the daemon: recover unfinished specs, work the queue; stop with Ctrl-C / SIGTERM")
-    submit = command("submit", "queue a spec file; prints its id (last line)")
-    submit.add_argument("file", type=Path)
+    submit = command("submit", "queue a spec file (- reads it from standard input); prints its id (last line)")
+    submit.add_argument("file")  # a str: Path("./-") would be "-"
     submit.add_argument("--id", dest="spec_id", help="the spec id (default: <file-stem>-<content hash>)")
     status = command("status", "specs, or one spec's trace, from the database (read-only)")
     status.add_argument("spec_id", nargs="?", metavar="ID")
@@ -245,9 +245,12 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         asyncio.run(serve_web(config, checked["host"], checked["port"]))
         return EXIT_OK
     if args.command == "submit":
-        from iwo_lite.intake import load_spec, submit
+        from iwo_lite.intake import load_spec, load_spec_from_stdin, submit
 
-        spec = load_spec(args.file, args.spec_id)
+        if args.file == "-":  # a file named "-": ./-
+            spec = load_spec_from_stdin(sys.stdin.buffer, args.spec_id)
+        else:
+            spec = load_spec(Path(args.file), args.spec_id)
         if not submit(config, spec):
             print(f"iwo-lite: spec {spec.id} already exists; nothing new started", file=sys.stderr)
         print(spec.id)

@@ -100,6 +100,14 @@ def load_spec(path: Path, spec_id: str | None) -> Spec:
     return Spec(id=chosen, title=spec_title(text), text=text, source=str(path.resolve()))
 
 
+def load_spec_from_stdin(stream, spec_id: str | None) -> Spec:
+    """`iwo-lite submit -`: the spec read from standard input (a binary stream), checked like a file;
+    its id by the rule for a spec sent as text (text_spec_id), unless --id gives one."""
+    checked = validate_spec_text(stream.read(MAX_SPEC_BYTES + 1), "- (standard input)")
+    chosen = check_id(spec_id) if spec_id is not None else text_spec_id(checked)
+    return Spec(id=chosen, title=spec_title(checked), text=checked, source="stdin")
+
+
 def spec_from_text(text: str | bytes, filename: str | None, source: str | None) -> Spec:
     """A spec sent as a message (no file name) or a document: checked like a file, its id from the
     file rule (a document) or the message rule (text_spec_id)."""

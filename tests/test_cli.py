@@ -141,3 +141,31 @@ def test_usage_errors_are_one_line_and_exit_2(home):
     for args in (("submit",), ("status", "--bogus"), ("nope",), ("revise", "x"), ("fork", "x", "--from")):
         out = home.cli(*args)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--help" in out.stderr, (args, out.stderr)
+
+
+def test_submit_dash_reads_the_spec_from_standard_input(home):
+    """`iwo-lite submit -`: the spec from stdin, checked like a file, its id by the text rule (the
+    same text twice starts nothing new); `./-` is a file named "-"."""
+    import subprocess
+    import sys
+
+    def submit(*args: str, text: bytes) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "iwo_lite", "submit", *args], env=home.env, input=text,
+                              capture_output=True, timeout=60)
+
+    first = submit("-", text=b"# Greet from a pipe\n\nSay hello.\n")
+    spec_id = first.stdout.decode().split()[-1]
+    assert first.returncode == 0 and spec_id.startswith("greet-from-a-pipe-"), first
+    again = submit("-", text=b"# Greet from a pipe\n\nSay hello.\n")
+    assert again.returncode == 0 and again.stdout.decode().split()[-1] == spec_id and b"already exists" in again.stderr
+    assert submit("-", "--id", "piped", text=b"# Other\n").stdout.decode().split()[-1] == "piped"
+    for bad, words in ((b"", b"spec is empty"), (b"\xff\xfe#", b"not UTF-8"), (b"# x\0y", b"binary")):
+        refused = submit("-", text=bad)
+        assert refused.returncode == 2 and refused.stderr.startswith(b"iwo-lite: - (standard input): "), refused
+        assert words in refused.stderr and b"Traceback" not in refused.stderr
+    (home.root / "-").write_text("# A file named dash\n")
+    named = subprocess.run([sys.executable, "-m", "iwo_lite", "submit", "./-"], env=home.env, cwd=home.root,
+                           capture_output=True, text=True, timeout=60)
+    assert named.returncode == 0, named.stderr
+    assert home.query("SELECT title FROM iwo_specs ORDER BY title") == [
+        ("A file named dash",), ("Greet from a pipe",), ("Other",)]
