@@ -237,16 +237,17 @@ def show(database_url: str, *, spec_id: str | None, show_all: bool, as_json: boo
         return
 
     def view() -> Any:
-        if spec_id:
-            return trace_view(spec_trace(database_url, spec_id, tools))
-        table = specs_table(*list_specs(database_url, None if show_all else TABLE_LIMIT))
+        shown = (trace_view(spec_trace(database_url, spec_id, tools)) if spec_id
+                 else specs_table(*list_specs(database_url, None if show_all else TABLE_LIMIT)))
         if lock_path is None:
-            return table
+            return shown
         from rich.console import Group
         from rich.text import Text
 
         line, ok = daemon_line(database_url, lock_path)
-        return Group(Text(line, style="green" if ok else "bold red"), table)
+        if spec_id and ok:  # one spec's trace: the daemon named only when specs wait for it in vain
+            return shown
+        return Group(Text(line, style="green" if ok else "bold red"), shown)
 
     if not watch:
         console.print(view())

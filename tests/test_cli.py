@@ -132,9 +132,12 @@ def test_doctor_reports_each_check(home):
     assert out.returncode == 1 and [line for line in out.stdout.splitlines() if line.startswith("✗")] == [
         line for line in out.stdout.splitlines() if line.startswith("✗ daemon: NOT RUNNING — 1 unfinished")]
     assert "daemon: NOT RUNNING — 1 unfinished spec(s) wait for it" in home.cli("status").stdout
+    spec_id = home.query("SELECT id FROM iwo_specs")[0][0]
+    assert "daemon: NOT RUNNING" in home.cli("status", spec_id).stdout  # one spec's trace says it too
     daemon = home.start()
     wait_for(lambda: "daemon running" in daemon.log(), 30)
     assert f"daemon: running (pid {daemon.pid})" in home.cli("status").stdout
+    assert "daemon" not in home.cli("status", spec_id).stdout.splitlines()[0]  # running: the trace as before
 
 
 def test_usage_errors_are_one_line_and_exit_2(home):
