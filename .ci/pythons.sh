@@ -8,10 +8,9 @@
 #
 #   bash .ci/pythons.sh                  # both, every step
 #   bash .ci/pythons.sh 3.13             # one
-#   bash .ci/pythons.sh prepare [3.13]   # the venvs, the zipapps and the unit tier (nothing that
-#                                        #   waits on a clock: .ci/run runs this niced beside the 3.11
-#                                        #   tests, on the CPU they leave)
-#   bash .ci/pythons.sh check [3.13]     # the process tests and the smoke test of the zipapps prepared
+#   bash .ci/pythons.sh prepare [3.13]   # only the venvs and the zipapps (nothing timed: .ci/run runs
+#                                        #   this niced beside the 3.11 tests, on the CPU they leave)
+#   bash .ci/pythons.sh check [3.13]     # only the tests and the smoke test of the zipapps prepared
 set -euo pipefail
 cd "$(dirname "$0")/.."
 versions=${PYENV_ROOT:-$HOME/.pyenv}/versions
@@ -19,8 +18,8 @@ steps=all
 case "${1:-}" in prepare|check) steps=$1; shift ;; esac
 minors=("$@")
 [ ${#minors[@]} -gt 0 ] || minors=(3.12 3.13)
-unit_tests=(tests/unit)
-process_tests=(
+tests=(
+    tests/unit
     tests/test_pythons.py
     tests/test_loop.py::test_spec_runs_all_six_roles_and_writes_one_handoff_per_dispatch
     tests/test_loop.py::test_blocker_gate_reject_ends_rejected
@@ -28,16 +27,15 @@ process_tests=(
     tests/test_crash.py::test_kill_while_waiting_at_a_gate_keeps_the_gate_and_its_deadline
 )
 
-one() {  # one Python: venv, zipapp and unit tier (prepare), then the process tests and the zipapp's smoke test (check)
+one() {  # one Python: venv and zipapp (prepare), then the tests and the zipapp's smoke test (check)
     local minor=$1 python=$2 venv=.venv-$1 pyz=$PWD/dist/iwo-lite-py$1.pyz
     if [ "$steps" != check ]; then
         [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
         "$venv/bin/pip" install -q -c requirements.lock -e '.[test]'
         PYTHON=$python bash build/shiv.sh "$pyz"
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider "${unit_tests[@]}"
     fi
     if [ "$steps" != prepare ]; then
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider "${process_tests[@]}"
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider "${tests[@]}"
         PYTHON=$python IWO_PYZ=$pyz IWO_SMOKE_BUILD=no bash build/ci-smoke.sh
     fi
 }
