@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from iwo_lite import config_checks as check
 from iwo_lite.config_checks import parse_duration
@@ -211,6 +211,15 @@ ADMISSION: dict[str, str] = {
     "on_timeout": "approvals.on_timeout",
     "remind_every": "approvals.remind_every",
 }
+
+
+def database_secret_env(config: Config) -> tuple[str, ...]:
+    """The variables that may hold the database's password, never to reach an agent: $IWO_DATABASE_URL,
+    and on Postgres with no password in the URL, $PGPASSWORD (libpq takes the password from it)."""
+    names = ("IWO_DATABASE_URL",)
+    if config.database_url.startswith(("postgresql:", "postgres:")) and urlsplit(config.database_url).password is None:
+        names += ("PGPASSWORD",)
+    return names
 
 
 def unreadable_prompt_files(config: Config) -> list[str]:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from iwo_lite import agents, durable, loop, notify, sandbox, workers, workspace
-from iwo_lite.config import Config, unreadable_prompt_files
+from iwo_lite.config import Config, database_secret_env, unreadable_prompt_files
 from iwo_lite.cancel import cancel_spec
 from iwo_lite.errors import UserError
 from iwo_lite.gates import Gates
@@ -57,8 +57,6 @@ COURIER_RETRY_S = 2.0  # a notifier not ready yet (the bot still connecting): lo
 COURIER_RETRY_MAX_S = 30.0  # then twice as late each time up to this (Telegram away for long: quiet)
 OUTBOX_MAX_AGE_S = 3600.0  # events nobody sent for this long are not sent late (a bot just turned on)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# Never in an agent's environment: the database URL holds a password on Postgres.
-SECRET_ENV = ("IWO_DATABASE_URL",)
 
 
 def sweep_s() -> float:
@@ -155,7 +153,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None, companions
             starter.poke()
 
         dispatcher = Dispatcher(config, home, store, agents.for_roles(config),
-                                notify.secret_env_names(config) + SECRET_ENV)
+                                notify.secret_env_names(config) + database_secret_env(config))
         loop.install(loop.Runtime(config, home, store, dispatcher, changed))
         await durable.launch(config)
         launched = True

@@ -223,3 +223,22 @@ def test_doctor_points_at_unfinished_specs_left_in_the_sqlite_file(tmp_path, pos
     doctor = moved.cli("doctor")
     assert doctor.returncode == 1
     assert "1 unfinished spec(s) not on Postgres" in doctor.stdout and "drain them first" in doctor.stdout
+
+
+def test_the_database_password_from_pgpassword_never_reaches_the_agents(workers, monkeypatch):
+    """A worker whose URL holds no password (libpq takes it from $PGPASSWORD): the daemon connects,
+    and no agent sees $PGPASSWORD or $IWO_DATABASE_URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    (worker,) = workers(1)
+    url = urlsplit(worker.env["IWO_DATABASE_URL"])
+    assert url.password, "the test server's URL has a password to move into $PGPASSWORD"
+    bare = urlunsplit(url._replace(netloc=f"{url.username}@{url.hostname}:{url.port}"))
+    worker.env.update(IWO_DATABASE_URL=bare, PGPASSWORD=url.password)
+    monkeypatch.setenv("PGPASSWORD", url.password)  # the test's own queries connect the same way
+    spec_id = worker.submit()
+    worker.start()
+    worker.wait_state(spec_id, "done")
+    lines = fake_claude.read_log(worker.log)
+    assert lines and all("PGPASSWORD" not in line["env_names"] and "IWO_DATABASE_URL" not in line["env_names"]
+                         for line in lines)

@@ -468,3 +468,16 @@ def test_an_unreadable_prompt_file_is_named_with_its_key(home: Path, tmp_path: P
     assert [line.split(": ")[1] for line in lines] == ["roles.reviewer.prompt_file", "roles.tester.prompt_file"]
     assert all(line.startswith(str(home / "config.toml")) for line in lines)
     assert "No such file" in lines[0] and "directory" in lines[1]
+
+
+def test_the_database_password_s_variables_never_reach_an_agent(home: Path, env: dict[str, str]) -> None:
+    """config.database_secret_env, which the daemon removes from every agent's environment: on
+    Postgres without a password in the URL, libpq reads it from $PGPASSWORD."""
+    from iwo_lite.config import database_secret_env
+
+    def names(url: str) -> tuple[str, ...]:
+        return database_secret_env(load_config(home, environ=dict(env, IWO_DATABASE_URL=url)))
+
+    assert names(f"sqlite:///{home / 'iwo.sqlite'}") == ("IWO_DATABASE_URL",)
+    assert names("postgresql://iwo@db.example/iwo") == ("IWO_DATABASE_URL", "PGPASSWORD")
+    assert names("postgresql://iwo:secret@db.example/iwo") == ("IWO_DATABASE_URL",)  # the URL's own, already unset
