@@ -27,11 +27,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def spec_id_arg(text: str) -> str:
+    """A spec ID on the command line: never empty (an empty ID is a mistake in a script, not "all")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a spec ID, got {text!r}")
+    return text
+
+
+def nonempty_arg(text: str) -> str:
+    """A path on the command line (--config, submit's FILE): never empty (Path("") is ".")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text
+
+
 def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
     default = None if defaults else argparse.SUPPRESS
     parser.add_argument("--home", metavar="DIR", default=default,
                         help="the iwo-lite home (default: $IWO_HOME, else ~/.iwo-lite)")
-    parser.add_argument("--config", metavar="FILE", default=default,
+    parser.add_argument("--config", metavar="FILE", default=default, type=nonempty_arg,
                         help="config file (default: <home>/config.toml; missing = defaults)")
     parser.add_argument("--debug", action="store_true", default=False if defaults else argparse.SUPPRESS,
                         help="show tracebacks and debug logs")
@@ -54,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("run", "the daemon: recover unfinished specs, work the queue; stop with Ctrl-C / SIGTERM")
     submit = command("submit", "queue a spec file (- reads it from standard input); prints its id (last line)")
-    submit.add_argument("file")  # a str: Path("./-") would be "-"
+    submit.add_argument("file", type=nonempty_arg)  # a str: Path("./-") would be "-"
     submit.add_argument("--id", dest="spec_id", help="the spec id (default: <file-stem>-<content hash>)")
     status = command("status", "specs, or one spec's trace, from the database (read-only)")
-    status.add_argument("spec_id", nargs="?", metavar="ID")
+    status.add_argument("spec_id", nargs="?", metavar="ID", type=spec_id_arg)
     status.add_argument("--all", action="store_true", help="every spec, not only the 50 most recent")
     status.add_argument("--json", action="store_true", help="JSON instead of a table")
     status.add_argument("--sql", metavar="QUERY", help="run a read-only SQL query and print its rows")
@@ -65,28 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("approve", "approve the gate a spec is waiting on"),
                             ("reject", "reject the gate a spec is waiting on (the spec ends rejected)")):
         answer = command(name, help_text)
-        answer.add_argument("spec_id", metavar="ID")
+        answer.add_argument("spec_id", metavar="ID", type=spec_id_arg)
         answer.add_argument("-m", dest="note", default="", metavar="NOTE", help="a note recorded with the answer")
     revise = command("revise", "send a waiting spec back to the builder with instructions")
-    revise.add_argument("spec_id", metavar="ID")
+    revise.add_argument("spec_id", metavar="ID", type=spec_id_arg)
     revise.add_argument("-m", dest="note", required=True, metavar="TEXT", help="instructions for the builder")
     for name, help_text in (("cancel", "cancel a spec's workflow"), ("resume", "resume a cancelled or failed spec")):
-        command(name, help_text).add_argument("spec_id", metavar="ID")
+        command(name, help_text).add_argument("spec_id", metavar="ID", type=spec_id_arg)
     fork = command("fork", "re-run a spec from a role's most recent step, as a new spec")
-    fork.add_argument("spec_id", metavar="ID")
+    fork.add_argument("spec_id", metavar="ID", type=spec_id_arg)
     fork.add_argument("--from", dest="from_role", required=True, metavar="ROLE")
     diff = command("diff", "the spec's change: its branch against where it started, or one dispatch's commit")
-    diff.add_argument("spec_id", metavar="ID")
+    diff.add_argument("spec_id", metavar="ID", type=spec_id_arg)
     diff.add_argument("--dispatch", type=int, metavar="NN", help="only the commit of dispatch NN")
     diff.add_argument("--stat", action="store_true", help="files changed, not the lines")
     logs = command("logs", "the running (or last) agent's tool calls, one a line")
-    logs.add_argument("spec_id", metavar="ID")
+    logs.add_argument("spec_id", metavar="ID", type=spec_id_arg)
     logs.add_argument("--follow", "-f", action="store_true", help="print new ones as they come, until it ends")
     web = command("web", "serve the dashboard (the first line printed is the URL to open, with its token)")
     web.add_argument("--port", type=int, metavar="N", help="the port (default [web] port, 8765; 0 = a free one)")
     web.add_argument("--host", metavar="H", help="the address to listen on (default [web] host, 127.0.0.1)")
     clean = command("clean", "remove the worktrees of finished specs (and with --branches their iwo/<id> branches)")
-    clean.add_argument("spec_ids", nargs="*", metavar="ID", help="only these specs (default: every finished spec)")
+    clean.add_argument("spec_ids", nargs="*", metavar="ID", type=spec_id_arg,
+                       help="only these specs (default: every finished spec)")
     clean.add_argument("--branches", action="store_true", help="also delete the specs' branches iwo/<id>")
     clean.add_argument("--force", action="store_true",
                        help="with --branches: also delete branches whose work is not merged into their base branch")

@@ -144,6 +144,14 @@ def test_usage_errors_are_one_line_and_exit_2(home):
     for args in (("submit",), ("status", "--bogus"), ("nope",), ("revise", "x"), ("fork", "x", "--from")):
         out = home.cli(*args)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--help" in out.stderr, (args, out.stderr)
+    # an empty ID or path is a mistake in a script, never "all specs" or "the default": every command
+    for args in (("status", ""), ("status", " ", "--json"), ("approve", ""), ("reject", ""), ("revise", "", "-m", "x"),
+                 ("cancel", ""), ("resume", ""), ("fork", "", "--from", "builder"), ("diff", ""), ("logs", "\t"),
+                 ("clean", "s1", ""), ("submit", ""), ("--config", "", "status"), ("--home", "", "status")):
+        out = home.cli(*args)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, (args, out.stderr)
+        assert "empty string" in out.stderr or "got '" in out.stderr, (args, out.stderr)
+        assert out.stdout == "", (args, out.stdout)
 
 
 def test_submit_dash_reads_the_spec_from_standard_input(home):
