@@ -58,5 +58,9 @@ def finite(data: object) -> object:
 
 
 def json_text(data: object, **options) -> str:
-    """json.dumps that never writes NaN or Infinity (they become null): always valid JSON."""
-    return json.dumps(finite(data), allow_nan=False, **options)
+    """json.dumps that never writes NaN or Infinity (they become null): always valid JSON. The copy
+    without them is made only when there is one (at 100,000 specs the copy alone took 0.5 s)."""
+    try:
+        return json.dumps(data, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(finite(data), allow_nan=False, **options)
