@@ -95,6 +95,10 @@ def acquire_lock(lock_path: Path) -> int:
 def check_ready(config: Config) -> sandbox.Choice:
     """What would fail at the first dispatch, said at start-up (UserError, one line); the sandbox the agents get."""
     durable.check_sqlite(config)  # a Python + SQLite on which DBOS cannot write its tables
+    if not config.workdir.is_dir():  # every agent would start in it
+        what = "is not a directory" if config.workdir.exists() else "does not exist"
+        source = f"{config.config_path}: " if config.config_path else ""
+        raise UserError(f"{source}workdir: {config.workdir} {what} (the repository the agents work in)")
     if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
         raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
     for unreadable in unreadable_prompt_files(config):

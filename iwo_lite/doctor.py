@@ -18,7 +18,7 @@ import sqlite3
 import stat
 
 from iwo_lite.config import Config, unreadable_prompt_files
-from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, first_line
+from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, UserError, first_line
 from iwo_lite.home import Home
 from iwo_lite.store import Store, checkpoints, health
 from iwo_lite.store import specs as spec_rows
@@ -136,6 +136,8 @@ def _database_checks(config: Config) -> list[tuple[bool, str, str]]:
         return _inspect_database(config)
     except sqlite3.DatabaseError as error:  # not a database, malformed, locked for too long
         return [(False, f"database: {config.db_path}: {error}", "restore it from a backup (see README: Backups)")]
+    except UserError as error:  # the path is there, but no file (store/sqlite.refuse_non_file)
+        return [(False, f"database: {error}", "move it aside; the first run or submit creates the database")]
 
 
 def _postgres_checks(config: Config) -> list[tuple[bool, str, str]]:

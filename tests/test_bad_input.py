@@ -595,30 +595,55 @@ def test_a_stale_lock_file_from_a_dead_daemon_does_not_block_the_next(home):
     assert (home.root / "daemon.lock").read_text().strip() == str(daemon.pid)
 
 
-def corrupt(home: IwoHome) -> Path:
+def corrupt(home: IwoHome, kind: str = "garbage") -> Path:
+    """The home's database path holding garbage, or a directory where the file should be."""
     db = home.root / "iwo.sqlite"
+    if kind == "directory":
+        if db.exists():
+            db.unlink()
+        (db / "inside").mkdir(parents=True)
+        return db
     db.write_bytes(b"this is not a database, it is garbage. " * 200)
     os.chmod(db, 0o600)
     return db
 
 
+def left_as_it_was(db: Path, kind: str) -> bool:
+    return (db / "inside").is_dir() if kind == "directory" else db.read_bytes().startswith(b"this is not a database")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "directory"])
 @pytest.mark.parametrize("args", [("status",), ("status", "--json"), ("status", "some-id"), ("submit", "SPEC"),
                                   ("run",), ("approve", "some-id"), ("cancel", "some-id")],
                          ids=lambda args: "-".join(a.strip("-") for a in args))
-def test_a_corrupt_database_file(home, args):
-    db = corrupt(home)
+def test_a_corrupt_database_file(home, args, kind):
+    db = corrupt(home, kind)
     args = tuple(str(home.spec_file()) if a == "SPEC" else a for a in args)
     out = home.cli(*args, timeout=60)
     assert_one_line_error(out, str(db))
-    assert db.read_bytes().startswith(b"this is not a database")  # left as it was, for the user to look at
+    assert left_as_it_was(db, kind)  # for the user to look at
 
 
-def test_doctor_reports_a_corrupt_database_as_a_failed_check(home):
-    corrupt(home)
+@pytest.mark.parametrize("kind", ["garbage", "directory"])
+def test_doctor_reports_a_corrupt_database_as_a_failed_check(home, kind):
+    corrupt(home, kind)
     out = home.cli("doctor")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert re.search(r"✗ database.*(not a database|integrity)", out.stdout), out.stdout + out.stderr
     assert "agent command" in out.stdout  # the other checks still ran
+
+
+@pytest.mark.parametrize("workdir", ["missing", "a-file"])
+def test_run_refuses_a_workdir_that_is_not_a_directory(home, workdir):
+    """Every agent would start in it: `run` says so at once (exit 2, the file and key), doctor marks it."""
+    path = home.root / workdir
+    if workdir == "a-file":
+        path.write_text("not a directory\n")
+    config = home.root / "config.toml"
+    config.write_text(re.sub(r'^workdir = .*$', f'workdir = "{path}"', config.read_text(), flags=re.M))
+    out = home.cli("run", timeout=60)
+    assert_one_line_error(out, f"workdir: {path}")
+    assert "✗ workdir" in home.cli("doctor").stdout
 
 
 def hold_write_lock(db: Path, seconds: float, held: threading.Event) -> None:

@@ -15,14 +15,24 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
+from iwo_lite.errors import UserError
 from iwo_lite.store import sqlite_compat
 from iwo_lite.store.schema import migrate_sqlite
 
 BUSY_TIMEOUT_MS = 10_000
 
 
+def refuse_non_file(db_path: Path) -> None:
+    """UserError (exit 2, the path named) when the database's path is there but is no file: SQLite
+    would say only "unable to open database file" or "disk I/O error"."""
+    if db_path.exists() and not db_path.is_file():
+        what = "a directory" if db_path.is_dir() else "not a regular file"
+        raise UserError(f"{db_path}: {what}, not a database file (the home's iwo.sqlite, or database_url)")
+
+
 def connect(db_path: Path) -> sqlite3.Connection:
     """A read-write connection in autocommit mode with a busy timeout."""
+    refuse_non_file(db_path)
     conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     sqlite_compat.install(conn)  # before any statement: a function cannot be replaced while one is open
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -32,6 +42,7 @@ def connect(db_path: Path) -> sqlite3.Connection:
 
 def connect_readonly(db_path: Path) -> sqlite3.Connection:
     """A read-only connection (`mode=ro`): any write through it fails."""
+    refuse_non_file(db_path)
     conn = sqlite3.connect(f"file:{quote(str(db_path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                            isolation_level=None)
     sqlite_compat.install(conn)
@@ -44,6 +55,7 @@ def connect_readonly(db_path: Path) -> sqlite3.Connection:
 def create(db_path: Path) -> None:
     """The file (0600), in WAL mode, with our migrations applied. Safe from several processes at once."""
     db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    refuse_non_file(db_path)
     if not db_path.exists():
         # made here, 0600 from the start. Never opened raw when it exists: closing a descriptor of the
         # file drops every POSIX lock this process holds on it (SQLite's own connections' included), so
