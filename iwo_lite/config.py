@@ -222,6 +222,19 @@ def database_secret_env(config: Config) -> tuple[str, ...]:
     return names
 
 
+def in_config_file(config: Config, text: str) -> str:
+    """`text` (about a key) headed by the config file it comes from, when there is one."""
+    return f"{config.config_path}: {text}" if config.config_path else text
+
+
+def workdir_problem(config: Config) -> str | None:
+    """Why `workdir` cannot be worked in (every agent starts in it), or None."""
+    if config.workdir.is_dir():
+        return None
+    what = "is not a directory" if config.workdir.exists() else "does not exist"
+    return f"workdir: {config.workdir} {what} (the repository the agents work in)"
+
+
 def unreadable_prompt_files(config: Config) -> list[str]:
     """One line per `roles.<role>.prompt_file` that cannot be read now (the daemon refuses to start,
     `doctor` marks it ✗): every prompt of that role would go out without its brief."""
@@ -234,8 +247,7 @@ def unreadable_prompt_files(config: Config) -> list[str]:
             with open(path, "rb"):
                 pass
         except OSError as error:
-            source = f"{config.config_path}: " if config.config_path else ""
-            lines.append(f"{source}roles.{role}.prompt_file: {path}: {error.strerror or error}")
+            lines.append(in_config_file(config, f"roles.{role}.prompt_file: {path}: {error.strerror or error}"))
     return lines
 
 

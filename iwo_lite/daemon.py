@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from iwo_lite import agents, durable, loop, notify, sandbox, workers, workspace
-from iwo_lite.config import Config, database_secret_env, unreadable_prompt_files
+from iwo_lite.config import Config, database_secret_env, in_config_file, unreadable_prompt_files, workdir_problem
 from iwo_lite.cancel import cancel_spec
 from iwo_lite.errors import UserError
 from iwo_lite.gates import Gates
@@ -95,14 +95,12 @@ def acquire_lock(lock_path: Path) -> int:
 def check_ready(config: Config) -> sandbox.Choice:
     """What would fail at the first dispatch, said at start-up (UserError, one line); the sandbox the agents get."""
     durable.check_sqlite(config)  # a Python + SQLite on which DBOS cannot write its tables
-    if not config.workdir.is_dir():  # every agent would start in it
-        what = "is not a directory" if config.workdir.exists() else "does not exist"
-        source = f"{config.config_path}: " if config.config_path else ""
-        raise UserError(f"{source}workdir: {config.workdir} {what} (the repository the agents work in)")
+    workdir = workdir_problem(config)
+    problems = ([in_config_file(config, workdir)] if workdir else []) + unreadable_prompt_files(config)
+    if problems:
+        raise UserError(problems[0])
     if config.agent.dispatch == "tmux" and shutil.which("tmux") is None:
         raise UserError('agent.dispatch = "tmux", but tmux is not installed (or not on PATH)')
-    for unreadable in unreadable_prompt_files(config):
-        raise UserError(unreadable)
     confined = sandbox.choose(config.agent.sandbox)
     if confined.error:
         raise UserError(confined.why)

@@ -17,7 +17,7 @@ import shutil
 import sqlite3
 import stat
 
-from iwo_lite.config import Config, unreadable_prompt_files
+from iwo_lite.config import Config, unreadable_prompt_files, workdir_problem
 from iwo_lite.errors import EXIT_FAILURE, EXIT_OK, UserError, first_line
 from iwo_lite.home import Home
 from iwo_lite.store import Store, checkpoints, health
@@ -36,7 +36,8 @@ def checks(config: Config) -> list[tuple[bool, str, str]]:
     results += _agent_checks(config)
     results += [(False, unreadable, "create it, or remove the key") for unreadable in unreadable_prompt_files(config)]
     results.append(_sandbox_check(config))
-    results.append((config.workdir.is_dir(), f"workdir: {config.workdir}",
+    workdir = workdir_problem(config)
+    results.append((workdir is None, workdir or f"workdir: {config.workdir}",
                     "create it, or set workdir to your repository"))
     results += _git_checks(config)
     results += _database_checks(config)
