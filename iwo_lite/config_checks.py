@@ -9,8 +9,8 @@ config.py adds the file and the dotted key. Standard library only.
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import re
 import shlex
 from collections.abc import Callable

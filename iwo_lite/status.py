@@ -202,7 +202,8 @@ def daemon_line(database_url: str, lock_path) -> tuple[str, bool]:
 def mixed_options(*, spec_id: str | None, show_all: bool, as_json: bool, sql: str | None, watch: bool) -> str | None:
     """Why these `status` options cannot go together (one of them would be ignored), or None."""
     if sql is not None and (spec_id or show_all or watch):
-        given = " and ".join(name for name, on in (("the spec ID", spec_id), ("--all", show_all), ("--watch", watch)) if on)
+        named = (("the spec ID", spec_id), ("--all", show_all), ("--watch", watch))
+        given = " and ".join(name for name, on in named if on)
         return f"status --sql prints its query's rows once: drop {given} (it combines only with --json)"
     if watch and as_json:
         return "status --watch redraws for a person; --json prints once (run it in a loop, or read GET /api/specs)"

@@ -1,7 +1,8 @@
 """The agent interface: what every agent kind (a coding-agent CLI) provides to the dispatcher.
 
 Owns the `Agent` Protocol, the `Session` an attempt runs in, the key a session id is
-derived from, and `Tail` (a growing file read a line at a time, for the kinds' stream readers). Everything one CLI does differently from another lives behind this interface,
+derived from, and `Tail` (a growing file read a line at a time, for the kinds' stream
+readers). Everything one CLI does differently from another lives behind this interface,
 in that kind's module (agents/claude.py, agents/plain.py, ...); the dispatcher,
 the loop and the daemon know only these methods (agents/__init__.py holds the registry by
 kind). Pure: no process is started here.

@@ -36,9 +36,9 @@ log = logging.getLogger("iwo_lite.web")
 COOKIE = "iwo_token"
 STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 WATCH_S = 0.25  # how often the live feed looks for a change (a stat on SQLite)
-FLAG_VALUES = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}  # ?stat=
 WATCH_PG_S = 0.5  # on Postgres (one small query)
 KEEPALIVE_S = 15.0
+FLAG_VALUES = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}  # ?stat=
 MAX_BODY = 4 * 1024 * 1024  # a spec is at most 1 MiB; JSON may escape it to a few times that
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -192,13 +192,16 @@ def _json(value, status: int = 200) -> web.Response:
     return web.Response(status=status, text=json_text(value), content_type="application/json")
 
 
-def _number(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw in (None, ""):
-        return None
+def _whole(name: str, raw: str) -> int:
+    """A dispatch or attempt number from the URL (its path or query), or a 400 naming it."""
     if not raw.isdigit():
         raise _Refused(400, f"{name}: expected a whole number (0 or more), got {raw[:40]!r}")
     return int(raw)
+
+
+def _number(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    return None if raw in (None, "") else _whole(name, raw)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -216,7 +219,8 @@ def _since(request: web.Request) -> str | None:
     try:
         moment = _dt.datetime.fromisoformat(raw)
     except ValueError:
-        raise _Refused(400, f"since: expected an ISO 8601 time such as 2026-12-05T12:00:00Z, got {raw[:40]!r}") from None
+        raise _Refused(400, "since: expected an ISO 8601 time such as 2026-12-05T12:00:00Z, "
+                            f"got {raw[:40]!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
     return iso_utc(moment.timestamp())
@@ -264,10 +268,8 @@ async def api_events(request: web.Request) -> web.Response:
 
 @api
 async def api_dispatch(request: web.Request) -> web.Response:
-    step = request.match_info["nn"]
-    if not step.isdigit():
-        raise _Refused(400, f"dispatch: expected a whole number (0 or more), got {step[:40]!r}")
-    return _json(await _read(request, data.dispatch, request.match_info["id"], int(step)))
+    step = _whole("dispatch", request.match_info["nn"])
+    return _json(await _read(request, data.dispatch, request.match_info["id"], step))
 
 
 @api
