@@ -92,7 +92,10 @@ def test_every_answer_of_the_api(tmp_path):
         for path, name in (("/api/specs/greet/events?dispatch=x", "dispatch"), ("/api/specs/greet/diff?dispatch=-1", "dispatch"),
                            ("/api/specs/greet/events?dispatch=1&attempt=x", "attempt"),
                            ("/api/specs/greet/diff?stat=maybe", "stat"), ("/api/specs/greet/dispatches/x", "dispatch"),
-                           ("/api/specs?since=garbage", "since"), ("/api/board?since=2026-13-45", "since")):
+                           ("/api/specs?since=garbage", "since"), ("/api/board?since=2026-13-45", "since"),
+                           ("/api/specs/greet/diff?dispatch=%C2%B2", "dispatch"),  # a digit to str.isdigit only
+                           ("/api/specs/greet/dispatches/%C2%B2", "dispatch"),
+                           ("/api/specs/greet/events?dispatch=1&attempt=%D9%A3", "attempt")):
             status, body = _json(api(path))
             assert status == 400 and body["error"].startswith(name + ":") and "\n" not in body["error"], (path, body)
         # a GET changes nothing

@@ -194,7 +194,7 @@ def _json(value, status: int = 200) -> web.Response:
 
 def _whole(name: str, raw: str) -> int:
     """A dispatch or attempt number from the URL (its path or query), or a 400 naming it."""
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # "²" is a digit to isdigit, not to int
         raise _Refused(400, f"{name}: expected a whole number (0 or more), got {raw[:40]!r}")
     return int(raw)
 
@@ -227,13 +227,19 @@ def _since(request: web.Request) -> str | None:
 
 
 def api(handler):
-    """An API handler: _Refused and ActionError become one-line JSON errors."""
+    """An API handler: _Refused and ActionError become one-line JSON errors, and so does anything
+    unforeseen (a 500 naming only the exception's type; the traceback goes to the log)."""
 
     async def wrapped(request: web.Request) -> web.Response:
         try:
             return await handler(request)
         except (_Refused, actions.ActionError) as error:
             return _error(error.status, str(error))
+        except web.HTTPException:
+            raise
+        except Exception as error:
+            log.exception("web: %s %s failed", request.method, request.path)
+            return _error(500, f"{request.path}: failed ({type(error).__name__}); the server's log has the details")
 
     return wrapped
 

@@ -89,3 +89,24 @@ def test_the_web_process_never_imports_dbos(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_unforeseen_error_in_an_api_handler_is_a_one_line_json_500(caplog):
+    """web.server.api: not aiohttp's text/plain 500 page, and nothing of the exception's text (it may
+    hold a path or a secret) beyond its type; the traceback goes to the log."""
+    import asyncio
+    import json
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from iwo_lite.web import server
+
+    @server.api
+    async def broken(request):
+        raise RuntimeError("/home/u/.secret\nsecond line")
+
+    response = asyncio.run(broken(make_mocked_request("GET", "/api/specs/x")))
+    assert response.status == 500 and response.content_type == "application/json"
+    error = json.loads(response.text)["error"]
+    assert error.startswith("/api/specs/x: failed (RuntimeError)") and "secret" not in response.text
+    assert "RuntimeError" in caplog.text
